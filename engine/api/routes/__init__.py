@@ -1,0 +1,1 @@
+"""Route modules: each starts with its ROUTES table (method, path, handler)."""

@@ -1,0 +1,609 @@
+"""Container lifecycle verbs: create, start, stop, kill, restart, pause, unpause, wait, remove.
+
+Every verb that touches the kernel translates ``OSError`` at the call site into an
+``EngineError`` naming the container and the step, and undoes what it had done so far, so a
+failed start leaves the container ``created`` (or ``exited``) with nothing leaked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import shutil
+from typing import TYPE_CHECKING
+
+from engine import model
+from engine.containers import names
+from engine.containers.record import Container, HealthState, State
+from engine.containers.spec import ContainerSpec, parse_signal, validate_name
+from engine.errors import AlreadyExists, Conflict, EngineError, InvalidArgument, NotFound, from_os_error
+from engine.kernel import SIGKILL, SIGSTOP, LogSpec, SpawnSpec, StdioSpec
+from engine.model import Status
+
+if TYPE_CHECKING:
+    from engine.containers.service import ContainerService
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_STOP_TIMEOUT = 10
+BACKOFF_START, BACKOFF_MAX, BACKOFF_RESET_AFTER = 0.1, 60.0, 10.0
+
+
+def merge_env(*layers: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Later layers override earlier ones by key, keeping first-seen order."""
+    out: dict[str, str] = {}
+    for layer in layers:
+        for item in layer:
+            key = item.split("=", 1)[0]
+            out[key] = item
+    return tuple(out.values())
+
+
+class LifecycleMixin:
+    # -- create -----------------------------------------------------------------------------
+
+    async def create(self: ContainerService, spec: ContainerSpec, name: str | None = None) -> Container:
+        """Create a container from ``spec`` (image config fills the gaps).
+
+        Raises:
+            NotFound: the image does not exist.
+            AlreadyExists: the name is taken.
+            InvalidArgument: bad name, no command, bad stop signal.
+        """
+        if name:
+            name = validate_name(name)
+            for other in self._all.values():
+                if other.name == name:
+                    raise AlreadyExists(
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{other.id}". You have to remove (or rename) that container to be able to reuse that name.')
+        image_id = self.images.resolve(spec.image)
+        cfg = (self.images.config(image_id).get("config") or {})
+        if spec.entrypoint is not None:
+            entrypoint, cmd = list(spec.entrypoint), list(spec.cmd or ())
+        else:
+            entrypoint = list(cfg.get("Entrypoint") or ())
+            cmd = list(spec.cmd) if spec.cmd is not None else list(cfg.get("Cmd") or ())
+        argv = entrypoint + cmd
+        if not argv or not argv[0]:
+            raise InvalidArgument("no command specified")
+        cid = self.ctx.new_id()
+        hostname = spec.hostname or cid[:12]
+        env = merge_env([f"PATH={DEFAULT_PATH}"], cfg.get("Env") or (), [f"HOSTNAME={hostname}"],
+                        ["TERM=xterm"] if spec.tty else [], spec.env)
+        stop_signal = parse_signal(spec.stop_signal or cfg.get("StopSignal") or "SIGTERM")
+        if spec.stop_timeout is not None and spec.stop_timeout < -1:
+            raise InvalidArgument(f"invalid stop timeout {spec.stop_timeout}")
+        from engine.containers.spec import Healthcheck
+
+        hc = spec.healthcheck if spec.healthcheck and spec.healthcheck.test else \
+            Healthcheck.from_image(cfg.get("Healthcheck"))
+        if hc is not None and hc.argv() is None:
+            hc = None
+        if spec.healthcheck is not None and spec.healthcheck.test[:1] == ("NONE",):
+            hc = None
+        labels = {**(cfg.get("Labels") or {}), **spec.labels}
+        name = name or names.random_name(self.ctx.rng, {c.name for c in self._all.values()})
+        parent = await self._ensure_layers(image_id)
+        try:
+            await self.kernel.prepare(cid, parent)
+        except OSError as e:
+            raise from_os_error(f"cannot create container {name}: prepare write layer", e) from None
+        self.ctx.crash_point("create:after-prepare")
+        c = Container(
+            id=cid, name=name, created=self.ctx.wall(), image_id=image_id, image_ref=spec.image,
+            spec=spec, path=argv[0], args=tuple(argv[1:]), env=env,
+            workdir=spec.workdir or cfg.get("WorkingDir") or "/", user=spec.user or cfg.get("User") or "",
+            hostname=hostname, stop_signal=stop_signal,
+            stop_timeout=DEFAULT_STOP_TIMEOUT if spec.stop_timeout is None else spec.stop_timeout,
+            healthcheck=hc, labels=labels, snapshot=cid, parent_snapshot=parent,
+            log_path=os.path.join(self.ctx.container_dir(cid), f"{cid}-json.log"),
+        )
+        try:
+            self.save(c)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                await self.kernel.remove(cid)
+            raise
+        self.emit(c, "create")
+        return c
+
+    async def _ensure_layers(self: ContainerService, image_id: str) -> str | None:
+        """Unpack the image's layers into committed snapshots (once); return the top key."""
+        parent: str | None = None
+        async with self._snapshot_lock:
+            present = {s.key for s in await self.kernel.list()}
+            for chain_id, _diff_id, digest in self.images.layer_chain(image_id):
+                if chain_id not in present:
+                    with self.images.open_layer(digest) as fh:
+                        try:
+                            await self.kernel.apply_layer(chain_id, parent, fh)
+                        except OSError as e:
+                            raise from_os_error(f"cannot unpack layer {chain_id[:19]} of image {image_id[:19]}", e) from None
+                parent = chain_id
+        return parent
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def start(self: ContainerService, ref: str) -> bool:
+        """Start a created or exited container. Returns False if it was already running.
+
+        Raises:
+            Conflict: the container is paused or being removed.
+            InvalidArgument/NotFound/...: the process could not be started (the container keeps
+                its previous status and ``State.Error`` says why).
+        """
+        c = self.get(ref)
+        rt = self.rt(c.id)
+        async with rt.lock:
+            if c.state.status in (Status.RUNNING,):
+                return False
+            if c.state.status is Status.PAUSED:
+                raise Conflict(f"cannot start a paused container {c.id[:12]}, try unpause instead")
+            if c.state.status is Status.RESTARTING and rt.restart_task is not None:
+                rt.restart_task.cancel()
+                rt.restart_task = None
+            if c.state.status is Status.REMOVING:
+                raise Conflict(f"container {c.id[:12]} is marked for removal and cannot be started")
+            c.state.manually_stopped = False
+            await self._start_locked(c)
+            return True
+
+    async def _start_locked(self: ContainerService, c: Container) -> None:
+        k = self.kernel
+        target = self.ctx.rootfs_target(c.id)
+        cgroup = self.ctx.cgroup_path(c.id)
+        undo: list[tuple[str, object]] = []
+        try:
+            try:
+                await k.mount(c.snapshot, target)
+            except OSError as e:
+                raise from_os_error(f"cannot start container {c.id[:12]}: mount rootfs", e) from None
+            undo.append(("unmount", target))
+            try:
+                await k.cgroup_create(cgroup, c.spec.resources)
+            except FileExistsError:  # left by a crash: reuse after emptying
+                await k.cgroup_kill(cgroup)
+                await k.cgroup_update(cgroup, c.spec.resources)
+            except OSError as e:
+                raise from_os_error(f"cannot start container {c.id[:12]}: create cgroup", e) from None
+            undo.append(("cgroup", cgroup))
+            spec = self._spawn_spec(c, target, cgroup)
+            try:
+                pid = await k.spawn(spec)
+            except OSError as e:
+                c.state.exit_code, msg = _exec_failure(c, e)
+                c.state.error = msg
+                self.save(c)
+                err = InvalidArgument(msg) if e.errno in (errno.ENOENT, errno.EACCES, errno.ENOEXEC,
+                                                          errno.EINVAL, errno.EPERM) \
+                    else from_os_error(f"cannot start container {c.id[:12]}", e)
+                raise err from None
+        except BaseException:
+            await self._undo(undo)
+            raise
+        st = c.state
+        st.status, st.pid, st.error, st.exit_code = Status.RUNNING, pid, "", 0
+        st.oom_killed, st.started_at, st.finished_at = False, self.ctx.wall(), 0.0
+        st.health = HealthState() if c.healthcheck else None
+        self.save(c)
+        self.emit(c, "start")
+        rt = self.rt(c.id)
+        rt.watcher = asyncio.get_running_loop().create_task(self._watch(c, pid))
+        if c.healthcheck:
+            rt.health_task = asyncio.get_running_loop().create_task(self._health_loop(c, pid))
+        await self.notify(c)
+
+    def _spawn_spec(self: ContainerService, c: Container, target: str, cgroup: str) -> SpawnSpec:
+        s = c.spec
+        from engine.kernel import MountSpec
+
+        mounts = tuple(s.mounts) + tuple(MountSpec("tmpfs", path, options=tuple(o for o in opts.split(",") if o))
+                                         for path, opts in s.tmpfs.items())
+        caps_unconfined = "seccomp=unconfined" in s.security_opt or "seccomp:unconfined" in s.security_opt
+        hosts = f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        return SpawnSpec(
+            id=c.id, argv=c.argv, rootfs=target, env=c.env, cwd=c.workdir, user=c.user,
+            hostname=c.hostname, cgroup=cgroup,
+            stdio=StdioSpec(log=LogSpec(c.log_path, s.log_max_size, s.log_max_files),
+                            stdin_open=s.open_stdin, tty=s.tty),
+            mounts=mounts, readonly_rootfs=s.read_only, rlimits=s.ulimits, privileged=s.privileged,
+            cap_add=s.cap_add, cap_drop=s.cap_drop,
+            no_new_privileges="no-new-privileges" in s.security_opt or "no-new-privileges:true" in s.security_opt,
+            seccomp_profile="unconfined" if caps_unconfined or s.privileged else None,
+            etc_files=(("/etc/hostname", f"{c.hostname}\n".encode()), ("/etc/hosts", hosts.encode())),
+        )
+
+    async def _undo(self: ContainerService, undo: list[tuple[str, object]]) -> None:
+        for kind, arg in reversed(undo):
+            with contextlib.suppress(OSError):
+                if kind == "unmount":
+                    await self.kernel.unmount(str(arg))
+                elif kind == "cgroup":
+                    await self.kernel.cgroup_kill(str(arg))
+                    await self.kernel.cgroup_remove(str(arg))
+
+    # -- exit handling and restart policy ---------------------------------------------------
+
+    async def _watch(self: ContainerService, c: Container, pid: int) -> None:
+        try:
+            status = await self.kernel.wait(pid)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            status = None
+        await self._on_exit(c, pid, status.exit_code if status else 255)
+
+    async def _on_exit(self: ContainerService, c: Container, pid: int, exit_code: int) -> None:
+        rt = self.rt(c.id)
+        if rt.health_task is not None:
+            rt.health_task.cancel()
+            rt.health_task = None
+        cgroup = self.ctx.cgroup_path(c.id)
+        oom = False
+        with contextlib.suppress(OSError):
+            oom = exit_code == 137 and (await self.kernel.cgroup_stats(cgroup)).oom_kills > 0
+        await self._release_kernel(c, pid)
+        self._end_execs(c.id)
+        st = c.state
+        ran_for = self.ctx.wall() - st.started_at
+        st.status, st.pid, st.exit_code, st.oom_killed = Status.EXITED, 0, exit_code, oom
+        st.finished_at = self.ctx.wall()
+        if oom:
+            self.emit(c, "oom")
+        self.save(c)
+        self.emit(c, "die", exitCode=str(exit_code))
+        rt.exits += 1
+        rt.watcher = None
+        if self._should_restart(c):
+            st.status = Status.RESTARTING
+            self.save(c)
+            delay = self._backoff(c, ran_for)
+            rt.restart_task = asyncio.get_running_loop().create_task(self._restart_later(c, delay))
+        elif c.spec.auto_remove:
+            await self.notify(c)
+            asyncio.get_running_loop().create_task(self._auto_remove(c))
+            return
+        await self.notify(c)
+
+    async def _release_kernel(self: ContainerService, c: Container, pid: int) -> None:
+        """Give back the kernel objects of a stopped container (cgroup, mount, process)."""
+        cgroup = self.ctx.cgroup_path(c.id)
+        with contextlib.suppress(OSError):
+            await self.kernel.cgroup_kill(cgroup)
+        with contextlib.suppress(OSError):
+            await self.kernel.cgroup_remove(cgroup)
+        with contextlib.suppress(OSError):
+            await self.kernel.unmount(self.ctx.rootfs_target(c.id))
+        if pid:
+            with contextlib.suppress(OSError):
+                await self.kernel.release(pid)  # type: ignore[arg-type]
+
+    def _should_restart(self: ContainerService, c: Container) -> bool:
+        pol = c.spec.restart_policy
+        if c.state.manually_stopped or pol.name == "no" or self._rt[c.id].removed:
+            return False
+        if pol.name == "on-failure":
+            return c.state.exit_code != 0 and (pol.max_retries == 0 or c.state.restart_count < pol.max_retries)
+        return True
+
+    def _backoff(self: ContainerService, c: Container, ran_for: float) -> float:
+        # Docker: 100 ms doubling per consecutive restart, capped at 1 min; reset once a run
+        # lasted 10 s or more.
+        if ran_for >= BACKOFF_RESET_AFTER:
+            self._backoff_next[c.id] = BACKOFF_START
+        delay = self._backoff_next.get(c.id, BACKOFF_START)
+        self._backoff_next[c.id] = min(delay * 2, BACKOFF_MAX)
+        return delay
+
+    async def _restart_later(self: ContainerService, c: Container, delay: float) -> None:
+        await asyncio.sleep(delay)
+        rt = self.rt(c.id)
+        async with rt.lock:
+            rt.restart_task = None
+            if c.state.status is not Status.RESTARTING:
+                return
+            c.state.restart_count += 1
+            try:
+                await self._start_locked(c)
+            except EngineError as e:
+                c.state.status, c.state.error = Status.EXITED, str(e)
+                self.save(c)
+                await self.notify(c)
+
+    async def _auto_remove(self: ContainerService, c: Container) -> None:
+        with contextlib.suppress(EngineError):
+            await self.remove(c.id, force=True)
+
+    # -- stop / kill / restart --------------------------------------------------------------
+
+    async def stop(self: ContainerService, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
+        """Send the stop signal, wait ``timeout`` seconds (-1 = forever), then SIGKILL.
+
+        Returns False if the container was not running (Docker's 304).
+        """
+        c = self.get(ref)
+        rt = self.rt(c.id)
+        async with rt.lock:
+            c.state.manually_stopped = True
+            if c.state.status is Status.RESTARTING:
+                if rt.restart_task:
+                    rt.restart_task.cancel()
+                    rt.restart_task = None
+                c.state.status = Status.EXITED
+                self.save(c)
+                await self.notify(c)
+                return True
+            if not model.is_alive(c.state.status):
+                self.save(c)
+                return False
+            self.save(c)
+            t = c.stop_timeout if timeout is None else timeout
+            sig = parse_signal(signal) if signal else c.stop_signal
+            exits = rt.exits
+            await self._signal(c, sig)
+            if not await self._wait_exit(c, exits, None if t < 0 else float(t)):
+                await self._signal(c, SIGKILL)
+                await self._wait_exit(c, exits, None)
+        self.emit(c, "stop")
+        return True
+
+    async def _signal(self: ContainerService, c: Container, sig: int) -> None:
+        self.emit(c, "kill", signal=str(sig))
+        try:
+            await self.kernel.signal(c.state.pid, sig)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return  # it exited meanwhile: the watcher reports it
+        except OSError as e:
+            raise from_os_error(f"cannot kill container {c.id[:12]}", e) from None
+        if c.state.status is Status.PAUSED and sig == SIGKILL:
+            # a frozen task cannot die until thawed (cgroup v1 freezer semantics)
+            with contextlib.suppress(OSError):
+                await self.kernel.cgroup_thaw(self.ctx.cgroup_path(c.id))
+
+    async def _wait_exit(self: ContainerService, c: Container, exits_before: int, timeout: float | None) -> bool:
+        rt = self.rt(c.id)
+
+        async def exited() -> None:
+            async with rt.changed:
+                await rt.changed.wait_for(lambda: rt.exits > exits_before or rt.removed)
+
+        try:
+            await asyncio.wait_for(exited(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def kill(self: ContainerService, ref: str, signal: str | int = "SIGKILL") -> None:
+        """Raises Conflict "Container <id> is not running"; InvalidArgument for a bad signal."""
+        sig = parse_signal(signal)
+        c = self.get(ref)
+        if not model.can_kill(c.state.status):
+            raise Conflict(f"Container {c.id} is not running")
+        if sig in (SIGKILL, c.stop_signal):
+            c.state.manually_stopped = True
+            self.save(c)
+        await self._signal(c, sig)
+        if sig == SIGSTOP:
+            return
+
+    async def restart(self: ContainerService, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        await self.stop(c.id, timeout)
+        await self.start(c.id)
+        self.emit(c, "restart")
+
+    # -- pause ------------------------------------------------------------------------------
+
+    async def pause(self: ContainerService, ref: str) -> None:
+        c = self.get(ref)
+        async with self.rt(c.id).lock:
+            if c.state.status is Status.PAUSED:
+                raise Conflict(f"Container {c.id} is already paused")
+            if not model.can_pause(c.state.status):
+                raise Conflict(f"Container {c.id} is not running")
+            try:
+                await self.kernel.cgroup_freeze(self.ctx.cgroup_path(c.id))
+            except OSError as e:
+                raise from_os_error(f"cannot pause container {c.id[:12]}", e) from None
+            c.state.status = Status.PAUSED
+            self.save(c)
+            self.emit(c, "pause")
+
+    async def unpause(self: ContainerService, ref: str) -> None:
+        c = self.get(ref)
+        async with self.rt(c.id).lock:
+            if not model.can_unpause(c.state.status):
+                raise Conflict(f"Container {c.id} is not paused")
+            try:
+                await self.kernel.cgroup_thaw(self.ctx.cgroup_path(c.id))
+            except OSError as e:
+                raise from_os_error(f"cannot unpause container {c.id[:12]}", e) from None
+            c.state.status = Status.RUNNING
+            self.save(c)
+            self.emit(c, "unpause")
+
+    # -- wait -------------------------------------------------------------------------------
+
+    async def wait(self: ContainerService, ref: str, condition: str = "not-running") -> int:
+        """Block until ``condition`` ("not-running", "next-exit", "removed"); return the exit code."""
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        c = self.get(ref)
+        rt = self.rt(c.id)
+        start_exits = rt.exits
+
+        def done() -> bool:
+            if condition == "removed":
+                return rt.removed
+            if condition == "next-exit":
+                return rt.exits > start_exits or rt.removed
+            return rt.removed or c.state.status in (Status.CREATED, Status.EXITED, Status.DEAD)
+
+        async with rt.changed:
+            await rt.changed.wait_for(done)
+        return c.state.exit_code
+
+    # -- remove / rename --------------------------------------------------------------------
+
+    async def remove(self: ContainerService, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        rt = self.rt(c.id)
+        if not model.can_remove(c.state.status, force):
+            state = "paused" if c.state.status is Status.PAUSED else "running"
+            raise Conflict(f"cannot remove container \"/{c.name}\": container is {state}: "
+                           "stop the container before removing or force remove")
+        if c.state.status is Status.REMOVING:
+            raise Conflict(f"removal of container {c.id[:12]} is already in progress")
+        if rt.restart_task is not None:
+            rt.restart_task.cancel()
+            rt.restart_task = None
+        if model.is_alive(c.state.status):
+            c.state.manually_stopped = True
+            exits = rt.exits
+            await self._signal(c, SIGKILL)
+            await self._wait_exit(c, exits, None)
+        async with rt.lock:
+            if c.id not in self._all:
+                return
+            c.state.status = Status.REMOVING
+            try:
+                await self.kernel.remove(c.snapshot)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                c.state.status = Status.DEAD
+                self.save(c)
+                raise from_os_error(f"cannot remove container {c.id[:12]}: remove write layer", e) from None
+            self.ctx.crash_point("remove:after-snapshot")
+            self.meta.delete_container(c.id)
+            del self._all[c.id]
+            shutil.rmtree(os.path.join(self.ctx.root, "containers", c.id), ignore_errors=True)
+            self._backoff_next.pop(c.id, None)
+            rt.removed = True
+        self.emit(c, "destroy")
+        await self.notify(c)
+
+    def rename(self: ContainerService, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        new = validate_name(new_name)
+        if new == c.name:
+            raise InvalidArgument(f"Renaming a container with the same name as its current name")
+        for other in self._all.values():
+            if other.name == new:
+                raise AlreadyExists(f'Conflict. The container name "/{new}" is already in use by container '
+                                    f'"{other.id}". You have to remove (or rename) that container to be able to reuse that name.')
+        old = c.name
+        c.name = new
+        try:
+            self.save(c)
+        except BaseException:
+            c.name = old
+            raise
+        self.emit(c, "rename", oldName=f"/{old}")
+
+    async def update(self: ContainerService, ref: str, resources: object | None = None,
+                     restart_policy: object | None = None) -> list[str]:
+        """Change resources (live, through the cgroup) and/or the restart policy."""
+        import dataclasses
+
+        from engine.containers.spec import RestartPolicy
+        from engine.kernel import Resources
+
+        c = self.get(ref)
+        spec = c.spec
+        if isinstance(resources, Resources):
+            merged = Resources(**{f.name: getattr(resources, f.name) if getattr(resources, f.name) is not None
+                                  else getattr(spec.resources, f.name) for f in dataclasses.fields(Resources)})
+            if model.is_alive(c.state.status):
+                try:
+                    await self.kernel.cgroup_update(self.ctx.cgroup_path(c.id), resources)
+                except OSError as e:
+                    raise from_os_error(f"Cannot update container {c.id}", e) from None
+            spec = dataclasses.replace(spec, resources=merged)
+        if isinstance(restart_policy, RestartPolicy):
+            if spec.auto_remove and restart_policy.name != "no":
+                raise InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled for the container")
+            spec = dataclasses.replace(spec, restart_policy=restart_policy)
+        c.spec = spec
+        self.save(c)
+        self.emit(c, "update")
+        return []
+
+    # -- daemon start / stop ----------------------------------------------------------------
+
+    async def restore(self: ContainerService) -> None:
+        """Load containers and reconcile them with the kernel (live-restore).
+
+        Running containers whose sandbox still runs are watched again; those whose process
+        ended while we were away get their real exit code; those the kernel no longer knows
+        (host reboot, sim restart) are marked exited with 255. Orphan write layers are removed.
+        Then restart policies ``always``/``unless-stopped`` apply as on daemon start.
+        """
+        docs = self.meta.list_container_docs()
+        for doc in docs:
+            c = Container.from_dict(doc)
+            self._all[c.id] = c
+        sandboxes = {s.id: s for s in await self.kernel.sandboxes()}
+        for c in list(self._all.values()):
+            st = c.state
+            if not model.is_alive(st.status) and st.status is not Status.RESTARTING:
+                if st.status is Status.REMOVING:
+                    st.status = Status.DEAD
+                    self.save(c)
+                continue
+            sb = sandboxes.get(c.id)
+            if sb is not None and sb.pid == st.pid and sb.exit_status is None:
+                rt = self.rt(c.id)
+                rt.watcher = asyncio.get_running_loop().create_task(self._watch(c, st.pid))
+                if c.healthcheck:
+                    rt.health_task = asyncio.get_running_loop().create_task(self._health_loop(c, st.pid))
+                continue
+            code = sb.exit_status.exit_code if sb is not None and sb.exit_status is not None else 255
+            await self._on_exit(c, st.pid, code)
+        known = set(self._all)
+        present = {s.key: s for s in await self.kernel.list()}
+        for snap in present.values():
+            if snap.kind == "active" and snap.key not in known:
+                with contextlib.suppress(OSError):
+                    await self.kernel.remove(snap.key)
+        for c in self._all.values():
+            if c.snapshot not in present:
+                # The kernel lost the write layer (the sim's world is in memory; a wiped
+                # exec-root on Linux): give the container a fresh one so it can start again.
+                with contextlib.suppress(EngineError, OSError):
+                    parent = await self._ensure_layers(c.image_id)
+                    await self.kernel.prepare(c.snapshot, parent)
+        for c in list(self._all.values()):
+            pol = c.spec.restart_policy.name
+            if c.state.status is Status.EXITED and (pol == "always" or (pol == "unless-stopped" and not c.state.manually_stopped)):
+                with contextlib.suppress(EngineError):
+                    await self.start(c.id)
+
+    async def shutdown(self: ContainerService) -> None:
+        """Stop watching (containers keep running: live-restore)."""
+        tasks = []
+        for rt in self._rt.values():
+            for t in (rt.watcher, rt.restart_task, rt.health_task):
+                if t is not None and not t.done():
+                    t.cancel()
+                    tasks.append(t)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _exec_failure(c: Container, e: OSError) -> tuple[int, str]:
+    """Docker's exit code and message for a process that could not be executed."""
+    what = str(e.filename or c.path)
+    if e.errno == errno.ENOENT:
+        if what == c.path or what.endswith("/" + c.path.lstrip("/")):
+            where = "executable file not found in $PATH" if "/" not in c.path else "no such file or directory"
+            return 127, f'exec: "{c.path}": {where}'
+        return 127, f"{e.strerror}: {what}"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return 126, f'exec: "{c.path}": permission denied'
+    if e.errno == errno.ENOEXEC:
+        return 126, f'exec: "{c.path}": exec format error'
+    return 128, f"cannot start container {c.id[:12]}: {e.strerror or e}"
+
+
+__all__ = ["LifecycleMixin", "merge_env", "State", "NotFound"]

@@ -1,0 +1,299 @@
+"""The Engine facade: every verb the API and CLI offer, bound to a kernel and the stores.
+
+Built by ``engine.bootstrap.make_engine`` (the one place a backend is chosen). Call
+``await engine.start()`` before use (it reconciles containers with the kernel: live-restore)
+and ``await engine.close()`` at the end (containers keep running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import platform
+from collections.abc import AsyncIterator, Mapping
+from typing import IO, Any, BinaryIO
+
+from engine import __version__
+from engine.containers import attach
+from engine.containers.attach import Attachment
+from engine.containers.exec import ExecRecord, ExecResult
+from engine.containers.logfile import LogEntry, logs_size
+from engine.containers.query import Stats, TopResult
+from engine.containers.record import Container
+from engine.containers.service import ContainerService
+from engine.containers.spec import ContainerSpec, RestartPolicy
+from engine.context import Context
+from engine.events import Event, check_filters
+from engine.images.store import ImageRecord, ImageStore
+from engine.kernel import Resources
+from engine.model import Status
+from engine.store import fsck
+from engine.store.blobs import BlobStore
+from engine.store.meta import MetaStore
+
+API_VERSION = "1.47"
+MIN_API_VERSION = "1.40"
+
+
+class _ImageSource:
+    """Adapts the image store to what containers need (see ``ContainerService.ImageSource``)."""
+
+    def __init__(self, images: ImageStore, blobs: BlobStore) -> None:
+        self._images = images
+        self._blobs = blobs
+
+    def resolve(self, ref: str) -> str:
+        return self._images.lookup(ref)
+
+    def config(self, image_id: str) -> dict[str, Any]:
+        return self._images.inspect(image_id).config
+
+    def layer_chain(self, image_id: str) -> list[tuple[str, str, str]]:
+        return self._images.layer_chain(image_id)
+
+    def open_layer(self, blob_digest: str) -> BinaryIO:
+        return self._blobs.open(blob_digest)
+
+
+class _ContainerMeta:
+    """Adapts the metadata store's container rows to plain documents."""
+
+    def __init__(self, meta: MetaStore) -> None:
+        self._meta = meta
+
+    def put_container(self, id: str, name: str, image_id: str, doc: dict[str, Any]) -> None:
+        self._meta.put_container(id, name, image_id, doc)
+
+    def delete_container(self, id: str) -> None:
+        self._meta.delete_container(id)
+
+    def list_container_docs(self) -> list[dict[str, Any]]:
+        return [row.doc for row in self._meta.list_containers()]
+
+
+class Engine:
+    def __init__(self, ctx: Context, meta: MetaStore, blobs: BlobStore) -> None:
+        self.ctx = ctx
+        self.kernel = ctx.kernel
+        self.meta = meta
+        self.blobs = blobs
+        self.events = ctx.events
+        self.image_store = ImageStore(meta, blobs, clock=ctx.wall)
+        self.containers = ContainerService(ctx, _ImageSource(self.image_store, blobs), _ContainerMeta(meta))
+        self._started = False
+        self.closed = False
+
+    async def start(self) -> None:
+        """Collect garbage a crash may have left, then reconcile containers (live-restore)."""
+        if not self._started:
+            self._started = True
+            self.image_store.gc()
+            await self.containers.restore()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self.containers.shutdown()
+        self.meta.close()
+
+    # -- system -----------------------------------------------------------------------------
+
+    def version(self) -> dict[str, str]:
+        info = self.kernel.info()
+        return {"version": __version__, "api_version": API_VERSION, "min_api_version": MIN_API_VERSION,
+                "os": "linux", "arch": _arch(), "kernel_version": info.kernel_version,
+                "backend": info.backend, "python": platform.python_version()}
+
+    def info(self) -> dict[str, Any]:
+        k = self.kernel.info()
+        cs = self.containers.all()
+        return {
+            "containers": len(cs),
+            "running": sum(c.state.status is Status.RUNNING for c in cs),
+            "paused": sum(c.state.status is Status.PAUSED for c in cs),
+            "stopped": sum(c.state.status not in (Status.RUNNING, Status.PAUSED) for c in cs),
+            "images": len(self.image_store.list(all=True)),
+            "backend": k.backend, "os": k.os, "kernel_version": k.kernel_version,
+            "cgroup_version": k.cgroup_version, "cpus": k.cpus, "memory": k.memory,
+            "root": self.ctx.root, "exec_root": self.ctx.exec_root, "arch": _arch(),
+            "version": __version__,
+        }
+
+    def check(self) -> fsck.Report:
+        """Consistency check of the stores (dangling references and orphans)."""
+        return fsck.check(self.meta, self.blobs, None)
+
+    async def events_stream(self, filters: Mapping[str, list[str]] | None = None, since: float | None = None,
+                            until: float | None = None) -> AsyncIterator[Event]:
+        check_filters(filters or {})
+        async for ev in self.events.stream(filters, since, until):
+            yield ev
+
+    # -- images -----------------------------------------------------------------------------
+
+    def image_import(self, stream: IO[bytes], reference: str | None = None, changes: list[str] | None = None,
+                     message: str = "") -> str:
+        image_id = self.image_store.import_tar(stream, reference, changes or [], message)
+        self.events.emit("image", "import", image_id, {"name": reference or image_id})
+        return image_id
+
+    def image_bootstrap_busybox(self, reference: str = "busybox:latest", binary: bytes | None = None) -> str:
+        """Import a rootfs around the host's static busybox as ``reference`` (offline first image)."""
+        from engine.images.busybox import rootfs_tar_bytes
+
+        data = rootfs_tar_bytes(binary)
+        changes = ['CMD ["sh"]']
+        return self.image_import(io.BytesIO(data), reference, changes, "bootstrapped from host busybox")
+
+    def image_list(self, all: bool = False, filters: Mapping[str, list[str]] | None = None) -> list[ImageRecord]:
+        return self.image_store.list(all=all, filters=dict(filters or {}))
+
+    def image_inspect(self, ref: str) -> ImageRecord:
+        return self.image_store.inspect(ref)
+
+    def image_tag(self, source: str, target: str) -> None:
+        self.image_store.tag(source, target)
+        self.events.emit("image", "tag", self.image_store.lookup(target), {"name": target})
+
+    def image_remove(self, ref: str, force: bool = False, no_prune: bool = False) -> list[dict[str, str]]:
+        result = self.image_store.remove(ref, force=force, no_prune=no_prune, in_use=self.containers.uses_image,
+                                         running=self.containers.running_with_image)
+        for item in result:
+            for action, what in item.items():
+                self.events.emit("image", action.lower().replace("untagged", "untag").replace("deleted", "delete"),
+                                 what, {"name": what})
+        return result
+
+    def image_prune(self, all: bool = False, filters: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
+        return self.image_store.prune(dangling_only=not all, in_use=self.containers.uses_image)
+
+    async def forget_image_snapshots(self) -> None:
+        """Remove committed snapshots no image refers to any more (after rmi)."""
+        wanted: set[str] = set()
+        for img in self.image_store.list(all=True):
+            wanted.update(chain for chain, _d, _b in self.image_store.layer_chain(img.id))
+        snaps = await self.kernel.list()
+        parents = {s.parent for s in snaps if s.parent}
+        changed = True
+        while changed:
+            changed = False
+            for s in await self.kernel.list():
+                if s.kind == "committed" and s.key not in wanted and s.key not in parents:
+                    with contextlib.suppress(OSError):
+                        await self.kernel.remove(s.key)
+                        changed = True
+            parents = {s.parent for s in await self.kernel.list() if s.parent}
+
+    # -- containers -------------------------------------------------------------------------
+
+    async def container_create(self, spec: ContainerSpec, name: str | None = None) -> Container:
+        return await self.containers.create(spec, name)
+
+    async def container_start(self, ref: str) -> bool:
+        return await self.containers.start(ref)
+
+    async def container_stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> bool:
+        return await self.containers.stop(ref, timeout, signal)
+
+    async def container_kill(self, ref: str, signal: str | int = "SIGKILL") -> None:
+        await self.containers.kill(ref, signal)
+
+    async def container_restart(self, ref: str, timeout: int | None = None) -> None:
+        await self.containers.restart(ref, timeout)
+
+    async def container_pause(self, ref: str) -> None:
+        await self.containers.pause(ref)
+
+    async def container_unpause(self, ref: str) -> None:
+        await self.containers.unpause(ref)
+
+    async def container_wait(self, ref: str, condition: str = "not-running") -> int:
+        return await self.containers.wait(ref, condition)
+
+    async def container_remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        await self.containers.remove(ref, force, volumes)
+
+    def container_rename(self, ref: str, new_name: str) -> None:
+        self.containers.rename(ref, new_name)
+
+    async def container_update(self, ref: str, resources: Resources | None = None,
+                               restart_policy: RestartPolicy | None = None) -> list[str]:
+        return await self.containers.update(ref, resources, restart_policy)
+
+    def container_inspect(self, ref: str) -> Container:
+        return self.containers.get(ref)
+
+    def container_list(self, all: bool = False, filters: Mapping[str, list[str]] | None = None,
+                       limit: int = -1) -> list[Container]:
+        return self.containers.list(all, filters, limit)
+
+    def container_logs(self, ref: str, **kw: Any) -> AsyncIterator[LogEntry]:
+        return self.containers.logs(ref, **kw)
+
+    def container_logs_size(self, ref: str) -> int:
+        return logs_size(self.containers.get(ref).log_path)
+
+    async def container_top(self, ref: str) -> TopResult:
+        return await self.containers.top(ref)
+
+    async def container_stats(self, ref: str) -> Stats:
+        return await self.containers.stats(ref)
+
+    def exec_create(self, ref: str, argv: list[str], **kw: Any) -> ExecRecord:
+        return self.containers.exec_create(ref, argv, **kw)
+
+    async def exec_start(self, exec_id: str) -> ExecRecord:
+        return await self.containers.exec_start(exec_id)
+
+    def exec_inspect(self, exec_id: str) -> ExecRecord:
+        return self.containers.exec_get(exec_id)
+
+    async def exec_wait(self, exec_id: str) -> int:
+        return await self.containers.exec_wait(exec_id)
+
+    async def exec_run(self, ref: str, argv: list[str], **kw: Any) -> ExecResult:
+        return await self.containers.exec_run(ref, argv, **kw)
+
+    async def run(self, spec: ContainerSpec, name: str | None = None) -> tuple[Container, int]:
+        """create + start + wait: the engine half of ``docker run`` (attached)."""
+        c = await self.container_create(spec, name)
+        await self.container_start(c.id)
+        code = await self.container_wait(c.id, "next-exit" if c.state.status is Status.RUNNING else "not-running")
+        return c, code
+
+    # -- attach (added for the API: hijacked attach/exec streams, tty resize) -----------------
+
+    def container_attach(self, ref: str, stdout: bool = True, stderr: bool = True, logs: bool = False,
+                         stdin_once: bool = False) -> Attachment:
+        """Attach to a container's current or next run (see ``engine.containers.attach``)."""
+        return attach.attach(self.containers, ref, stdout, stderr, logs, stdin_once)
+
+    def exec_attach(self, exec_id: str) -> Attachment:
+        """Attach to an exec process just started with ``exec_start``."""
+        return attach.exec_attach(self.containers, exec_id)
+
+    async def container_resize(self, ref: str, rows: int, cols: int) -> None:
+        await attach.resize(self.containers, ref, rows, cols)
+
+    async def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        await attach.exec_resize(self.containers, exec_id, rows, cols)
+
+    async def image_import_async(self, stream: IO[bytes], reference: str | None = None,
+                                 changes: list[str] | None = None, message: str = "",
+                                 platform: str | None = None) -> str:
+        """``image_import`` with the unpacking and hashing on a worker thread (big tarballs must
+        not stall the daemon's event loop); the event is emitted back on the loop."""
+        import asyncio
+        import functools
+
+        loop = asyncio.get_running_loop()
+        image_id: str = await loop.run_in_executor(None, functools.partial(
+            self.image_store.import_tar, stream, reference, changes or [], message, platform))
+        self.events.emit("image", "import", image_id, {"name": reference or image_id})
+        return image_id
+
+
+def _arch() -> str:
+    m = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(m, m or "amd64")

@@ -1,0 +1,1 @@
+"""Images: config documents, ``--change`` parsing, the image store (import/tag/list/remove)."""

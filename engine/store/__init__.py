@@ -1,0 +1,1 @@
+"""Persistent stores: content-addressed blobs, SQLite metadata, consistency checks."""
