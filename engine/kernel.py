@@ -247,7 +247,8 @@ class Processes(Protocol):
         executable; ``OSError(ENOEXEC)`` if it is not a program the backend can run;
         ``OSError(EINVAL)`` for an unknown user or group (message says which);
         ``FileNotFoundError`` if ``cgroup`` or ``netns`` does not exist; ``FileExistsError`` if a
-        sandbox with ``spec.id`` is still running. Nothing is left behind on failure.
+        sandbox with ``spec.id`` is still running (an exited, unreleased one is replaced; its pid
+        stays valid until released). Nothing is left behind on failure.
         """
 
     async def exec(self, target: Pid, spec: ExecSpec) -> Pid:
@@ -255,7 +256,7 @@ class Processes(Protocol):
 
         Raises ``ProcessLookupError`` if ``target`` is unknown or has exited, and the errors of
         :meth:`spawn` for the executable, cwd and user. A frozen sandbox refuses with
-        ``OSError(EBUSY)``.
+        ``OSError(EBUSY)``; a sandbox at its pids limit with ``OSError(EAGAIN)``.
         """
 
     async def signal(self, pid: Pid, sig: int) -> None:
@@ -336,12 +337,20 @@ class Snapshots(Protocol):
     ) -> SnapshotInfo:
         """Unpack an *uncompressed* tar stream as the committed snapshot ``key`` over ``parent``.
 
-        Every path is resolved inside the layer: ``..`` components, absolute names, symlinks and
-        hardlinks that would lead outside are refused, as are device nodes other than whiteouts.
+        Entries are placed inside the layer only: a name with ``..`` climbing above the root is
+        refused, a leading ``/`` is stripped (as Docker does), an entry whose path runs through a
+        symlink is resolved inside the layer root, never outside it. Symlinks themselves are
+        stored as they are (absolute and ``../`` targets are normal; they resolve inside the
+        container's root at run time). Hardlinks must point to an entry of the same layer or a
+        file of a parent layer (copied up). Device nodes are refused; fifos are fine.
+        A truncated stream, a corrupt header, a missing end-of-archive marker or an empty stream
+        is malformed.
+
         Raises ``FileExistsError`` if ``key`` exists, ``FileNotFoundError`` if ``parent`` does
-        not, ``OSError(EINVAL)`` for a malformed or hostile entry (message and ``filename`` name
-        the entry), ``OSError(EFBIG)`` when a limit is exceeded, ``OSError(ENOSPC)`` when the
-        disk is full. On any failure nothing of ``key`` remains.
+        not, ``OSError(EINVAL)`` if ``parent`` is active, or for a malformed or hostile entry
+        (message and ``filename`` name the entry), ``OSError(EFBIG)`` when a limit is exceeded
+        (total bytes, entries, or a huge PAX/long-name header), ``OSError(ENOSPC)`` when the disk
+        is full. On any failure nothing of ``key`` remains.
         """
 
     async def prepare(self, key: str, parent: str | None) -> None:
@@ -353,6 +362,8 @@ class Snapshots(Protocol):
 
     async def mount(self, key: str, target: str, readonly: bool = False) -> None:
         """Mount the union view of ``key`` (and its parents) at ``target`` (created if needed).
+
+        A committed snapshot is always mounted read-only, whatever ``readonly`` says.
 
         Raises ``FileNotFoundError`` (key), ``OSError(EBUSY)`` if ``target`` already has a mount.
         """
@@ -387,7 +398,11 @@ class Snapshots(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """cgroup limits; None means "no limit" (or leave unchanged, for :meth:`Cgroups.update`)."""
+    """cgroup limits; None means "no limit" (or leave unchanged, for :meth:`Cgroups.update`).
+
+    Values are taken literally (``memory=0`` is a zero-byte limit): the engine turns Docker's
+    "0 = unset" into None before it gets here.
+    """
 
     memory: int | None = None  # bytes
     memory_swap: int | None = None  # memory+swap bytes; -1 = unlimited swap

@@ -37,12 +37,16 @@ _MAX_LINKS = 40
 
 
 class _TailReader:
-    """Passes reads through, remembering the last bytes read (to check the end-of-archive)."""
+    """Passes reads through, remembering the last bytes read (to check the end-of-archive) and
+    refusing to read far more than the limits allow (a huge PAX or GNU long-name header would
+    otherwise be read into memory whole by tarfile)."""
 
     KEEP = 1 << 16
+    SLACK = 4 * tarfile.RECORDSIZE  # read-ahead, end-of-archive blocks, record padding
 
-    def __init__(self, raw: IO[bytes]) -> None:
+    def __init__(self, raw: IO[bytes], unpacker: _Unpacker) -> None:
         self.raw = raw
+        self.unpacker = unpacker
         self.pos = 0
         self.tail = b""
 
@@ -50,6 +54,11 @@ class _TailReader:
         data = self.raw.read(n)
         self.pos += len(data)
         self.tail = (self.tail + data)[-self.KEEP:]
+        u = self.unpacker
+        per_entry = 4 * tarfile.BLOCKSIZE + 2 * u.limits.max_path
+        if self.pos > u.limits.max_bytes + (u.entries + 1) * per_entry + self.SLACK:
+            raise oserror(errno.EFBIG, u.current,
+                          f"layer headers exceed the limits near entry {u.current!r}")
         return data
 
     def block_at(self, offset: int) -> bytes:
@@ -80,6 +89,7 @@ class _Unpacker:
         self.tree, self.parent_view, self.limits, self.faults = tree, parent_view, limits, faults
         self.total = 0
         self.entries = 0
+        self.current = "<layer>"  # the entry being read, for error messages
 
     def bad(self, name: str, why: str) -> OSError:
         return oserror(errno.EINVAL, name, f"invalid layer entry {name!r}: {why}")
@@ -234,18 +244,18 @@ def apply_tar(tree: Tree, parent_view: FsView | None, fileobj: IO[bytes], limits
     malformed, truncated or corrupt entry/stream (``filename`` = the entry), ``OSError(EFBIG)``
     past ``limits``, and whatever the faults inject. On failure ``tree`` is garbage: discard it.
     """
-    reader = _TailReader(fileobj)
     unpacker = _Unpacker(tree, parent_view, limits, faults)
-    name = "<layer>"
+    reader = _TailReader(fileobj, unpacker)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tf:  # type: ignore[call-overload]
             for m in tf:
-                name = m.name
+                unpacker.current = m.name
                 unpacker.member(tf, m)
             end = reader.block_at(tf.offset)
         if len(end) != tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
             raise tarfile.ReadError("missing end-of-archive marker")
     except (tarfile.TarError, EOFError, UnicodeError) as e:
+        name = unpacker.current
         raise oserror(errno.EINVAL, name, f"corrupt/truncated layer at {name!r}: {e}") from None
     return tree.du()
 

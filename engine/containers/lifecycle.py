@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 from engine import model
 from engine.containers import names
 from engine.containers.record import Container, HealthState, State
-from engine.containers.spec import ContainerSpec, parse_signal, validate_name
+from engine.containers.spec import ContainerSpec, normalize_resources, parse_signal, validate_name
 from engine.errors import AlreadyExists, Conflict, EngineError, InvalidArgument, NotFound, from_os_error
 from engine.kernel import SIGKILL, SIGSTOP, LogSpec, SpawnSpec, StdioSpec
 from engine.model import Status
@@ -58,6 +59,7 @@ class LifecycleMixin:
                     raise AlreadyExists(
                         f'Conflict. The container name "/{name}" is already in use by container '
                         f'"{other.id}". You have to remove (or rename) that container to be able to reuse that name.')
+        spec = dataclasses.replace(spec, resources=normalize_resources(spec.resources))
         image_id = self.images.resolve(spec.image)
         cfg = (self.images.config(image_id).get("config") or {})
         if spec.entrypoint is not None:
@@ -504,14 +506,13 @@ class LifecycleMixin:
     async def update(self: ContainerService, ref: str, resources: object | None = None,
                      restart_policy: object | None = None) -> list[str]:
         """Change resources (live, through the cgroup) and/or the restart policy."""
-        import dataclasses
-
         from engine.containers.spec import RestartPolicy
         from engine.kernel import Resources
 
         c = self.get(ref)
         spec = c.spec
         if isinstance(resources, Resources):
+            resources = normalize_resources(resources)
             merged = Resources(**{f.name: getattr(resources, f.name) if getattr(resources, f.name) is not None
                                   else getattr(spec.resources, f.name) for f in dataclasses.fields(Resources)})
             if model.is_alive(c.state.status):

@@ -179,3 +179,29 @@ def validate_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name.lstrip("/")
+
+
+def normalize_resources(r: Resources) -> Resources:
+    """Docker's API says 0 for "not set": turn those into None (no limit) for the kernel.
+
+    Raises InvalidArgument for values Docker refuses (negative memory, memory below 6 MiB).
+    """
+    vals = {f.name: getattr(r, f.name) for f in dataclasses.fields(Resources)}
+    for key in ("memory", "memory_reservation", "cpu_shares", "cpu_period", "io_weight"):
+        if vals[key] is not None and vals[key] < 0:
+            raise InvalidArgument(f"invalid {key.replace('_', ' ')}: {vals[key]} (must not be negative)")
+        if vals[key] == 0:
+            vals[key] = None
+    if vals["memory"] is not None and vals["memory"] < 6 * 1024 * 1024:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    for key in ("memory_swap", "cpu_quota"):
+        if vals[key] == 0:
+            vals[key] = None
+    if vals["pids_limit"] is not None and vals["pids_limit"] <= 0:
+        vals["pids_limit"] = None
+    if vals["memory_swap"] is not None and vals["memory_swap"] > 0 and vals["memory"] is not None \
+            and vals["memory_swap"] < vals["memory"]:
+        raise InvalidArgument("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if vals["cpuset_cpus"] == "":
+        vals["cpuset_cpus"] = None
+    return Resources(**vals)

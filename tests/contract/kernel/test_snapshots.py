@@ -190,12 +190,24 @@ async def test_apply_layer_refuses_corrupt_streams(kernel: Any, tidy: Tidy, make
     assert await kernel.list() == []
 
 
+def _pax_header_bomb() -> bytes:
+    """A small file whose PAX extended header is 300 KB (it would be read into memory whole)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        ti = tarfile.TarInfo("f")
+        ti.pax_headers = {"comment": "x" * 300_000}
+        ti.size = 1
+        tf.addfile(ti, io.BytesIO(b"1"))
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("limits,tar,err", [
     (LayerLimits(max_bytes=1000), make_tar(("file", "a", b"a" * 600), ("file", "b", b"b" * 600)),
      errno.EFBIG),
     (LayerLimits(max_entries=3), make_tar(*[("file", f"f{i}", b"x") for i in range(5)]), errno.EFBIG),
     (LayerLimits(max_path=50), make_tar(("dir", "d"), ("file", "d/" + "n" * 60, b"x")), errno.EINVAL),
-], ids=["bytes", "entries", "path"])
+    (LayerLimits(max_bytes=1000), _pax_header_bomb(), errno.EFBIG),
+], ids=["bytes", "entries", "path", "pax-header"])
 async def test_apply_layer_limits(kernel: Any, tidy: Tidy, limits: LayerLimits, tar: bytes,
                                   err: int) -> None:
     with pytest.raises(OSError) as exc:
