@@ -27,7 +27,7 @@ def make_kernel(backend: str, root: str, exec_root: str, seed: int | None = None
     if backend == "linux":
         from backends.linux import LinuxKernel  # type: ignore[import-not-found]
 
-        return LinuxKernel(root=root, exec_root=exec_root)  # type: ignore[no-any-return]
+        return LinuxKernel(root=os.path.join(root, "kernel"), exec_root=exec_root)  # type: ignore[no-any-return]
     raise ValueError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
 
 
