@@ -13,16 +13,20 @@ sudo_cmd=""
 [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
 
 # System packages: Python with venv, and Debian's busybox-static (the first image's binary).
+# The system's Python (not a per-user one under /root) so that the unprivileged test run can use
+# the venv too.
+py=/usr/bin/python3
+[ -x "$py" ] || py=$(command -v python3 || echo /usr/bin/python3)
 need=()
-command -v python3 >/dev/null || need+=(python3)
-python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
+[ -x "$py" ] || need+=(python3)
+"$py" -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 [ -x /bin/busybox ] || need+=(busybox-static)
 if [ ${#need[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${need[@]}"
 fi
 
-python3 - <<'PY'
+"$py" - <<'PY'
 import sys
 if sys.version_info < (3, 11):
     sys.exit(f"wharfie needs Python >= 3.11, this is {sys.version.split()[0]}")
@@ -30,7 +34,7 @@ PY
 
 # The project in its own virtualenv; the commands linked onto PATH.
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  "$py" -m venv .venv
 fi
 stamp=.venv/.wharfie-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

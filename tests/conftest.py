@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from sim.loop import VirtualTimeLoop
+
+# CI (and the unprivileged run) may not be able to write .hypothesis/ in the checkout.
+if os.environ.get("WHARFIE_TEST_PROFILE") == "ci":
+    from hypothesis import settings
+
+    settings.register_profile("ci", database=None)
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine import refs
+from engine.containers.control import ControlMixin
 from engine.containers.exec import ExecMixin
 from engine.containers.health import HealthMixin
 from engine.containers.lifecycle import LifecycleMixin
 from engine.containers.query import QueryMixin
+from engine.containers.restore import RestoreMixin
 from engine.containers.record import Container
 from engine.context import Context
 from engine.errors import NotFound
@@ -56,7 +58,7 @@ class Runtime:
     removed: bool = False
 
 
-class ContainerService(LifecycleMixin, QueryMixin, ExecMixin, HealthMixin):
+class ContainerService(LifecycleMixin, ControlMixin, RestoreMixin, QueryMixin, ExecMixin, HealthMixin):
     def __init__(self, ctx: Context, images: ImageSource, meta: MetaStore) -> None:
         self.ctx = ctx
         self.kernel = ctx.kernel
