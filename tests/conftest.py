@@ -81,6 +81,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if inspect.iscoroutinefunction(item.obj) and "loop" not in item.fixturenames:
             item.fixturenames.append("loop")
         backend = item.callspec.params.get("backend") if hasattr(item, "callspec") else None
+        if backend not in (None, "sim") and item.get_closest_marker("virtual_time"):
+            item.add_marker(pytest.mark.skip(reason="needs minutes of real time off the sim's virtual clock"))
         reason = GAPS.get(f"{item.path.name}::{item.originalname}", {}).get(str(backend))
         if reason:
             item.add_marker(pytest.mark.xfail(strict=True, reason=f"known {backend} gap: {reason}"))

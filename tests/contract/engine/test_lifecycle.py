@@ -83,8 +83,8 @@ async def test_stop_sends_sigterm_then_sigkill_after_timeout(engine: Engine) -> 
     await engine.container_start(c.id)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    assert await engine.container_stop(c.id, timeout=5)
-    assert loop.time() - t0 >= 5
+    assert await engine.container_stop(c.id, timeout=2)
+    assert loop.time() - t0 >= 2
     c = engine.container_inspect(c.id)
     assert c.state.status is Status.EXITED and c.state.exit_code == 137
     assert not await engine.container_stop(c.id)  # not running: Docker's 304
@@ -102,11 +102,11 @@ async def test_stop_with_a_trap_exits_cleanly_before_the_timeout(engine: Engine)
 
 
 async def test_kill_with_signals(engine: Engine) -> None:
-    c = await engine.container_create(sh("trap 'echo got-usr1' USR1; while true; do sleep 1; done"))
+    c = await engine.container_create(sh("trap 'echo got-usr1' USR1; while true; do sleep 0.2; done"))
     await engine.container_start(c.id)
     await asyncio.sleep(0.1)
     await engine.container_kill(c.id, "USR1")
-    await asyncio.sleep(2)
+    await asyncio.sleep(0.5)
     assert engine.container_inspect(c.id).state.status is Status.RUNNING
     await engine.container_kill(c.id, "SIGKILL")
     assert await engine.container_wait(c.id) == 137
@@ -129,13 +129,13 @@ async def test_restart(engine: Engine) -> None:
 
 
 async def test_pause_unpause(engine: Engine) -> None:
-    c = await engine.container_create(sh("while true; do echo tick; sleep 1; done"))
+    c = await engine.container_create(sh("while true; do echo tick; sleep 0.2; done"))
     await engine.container_start(c.id)
-    await asyncio.sleep(2.5)
+    await asyncio.sleep(0.7)
     await engine.container_pause(c.id)
     assert engine.container_inspect(c.id).state.status is Status.PAUSED
     n = len((await output(engine, c.id))[0])
-    await asyncio.sleep(10)
+    await asyncio.sleep(1.5)
     assert len((await output(engine, c.id))[0]) == n, "a paused container made progress"
     with pytest.raises(Conflict, match="is paused"):
         engine.exec_create(c.id, ["true"])
@@ -144,7 +144,7 @@ async def test_pause_unpause(engine: Engine) -> None:
     with pytest.raises(Conflict):
         await engine.container_start(c.id)
     await engine.container_unpause(c.id)
-    await asyncio.sleep(3)
+    await asyncio.sleep(1)
     assert len((await output(engine, c.id))[0]) > n
     with pytest.raises(Conflict, match="is not paused"):
         await engine.container_unpause(c.id)
@@ -155,12 +155,12 @@ async def test_pause_unpause(engine: Engine) -> None:
 
 
 async def test_wait_conditions(engine: Engine) -> None:
-    c = await engine.container_create(sh("sleep 5; exit 7"))
+    c = await engine.container_create(sh("sleep 1; exit 7"))
     assert await engine.container_wait(c.id) == 0  # created = not running
     await engine.container_start(c.id)
     assert await engine.container_wait(c.id, "next-exit") == 7
     removed = asyncio.ensure_future(engine.container_wait(c.id, "removed"))
-    await asyncio.sleep(1)
+    await asyncio.sleep(0.3)
     assert not removed.done()
     await engine.container_remove(c.id)
     assert await removed == 7

@@ -14,7 +14,7 @@ from tests.contract.engine.helpers import output, run, sh, spec
 
 
 async def test_logs_tail_since_until_and_timestamps(engine: Engine) -> None:
-    cid, _ = await run(engine, sh("echo one; sleep 2; echo two; sleep 2; echo three"))
+    cid, _ = await run(engine, sh("echo one; sleep 0.3; echo two; sleep 0.3; echo three"))
     entries = [e async for e in engine.container_logs(cid)]
     assert [e.data for e in entries] == [b"one\n", b"two\n", b"three\n"]
     assert entries[0].time < entries[1].time < entries[2].time
@@ -29,7 +29,7 @@ async def test_logs_tail_since_until_and_timestamps(engine: Engine) -> None:
 
 
 async def test_logs_follow_streams_until_exit(engine: Engine) -> None:
-    c = await engine.container_create(sh("for i in 1 2 3; do echo $i; sleep 1; done"))
+    c = await engine.container_create(sh("for i in 1 2 3; do echo $i; sleep 0.2; done"))
     await engine.container_start(c.id)
     got = [e.data async for e in engine.container_logs(c.id, follow=True)]
     assert got == [b"1\n", b"2\n", b"3\n"]
@@ -57,7 +57,7 @@ async def test_exec_exit_codes_env_workdir_user(engine: Engine) -> None:
     assert r.exit_code == 0 and r.stderr == b"oops\n"
     with pytest.raises(InvalidArgument, match="executable file not found"):
         await engine.exec_run(c.id, ["nope"])
-    rec = engine.exec_create(c.id, ["sleep", "2"])
+    rec = engine.exec_create(c.id, ["sleep", "0.5"])
     await engine.exec_start(rec.id)
     assert engine.exec_inspect(rec.id).running
     assert await engine.exec_wait(rec.id) == 0

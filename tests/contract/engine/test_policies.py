@@ -20,7 +20,7 @@ async def starts_of(engine: Engine, cid: str) -> list[float]:
 async def test_on_failure_retries_then_gives_up(engine: Engine) -> None:
     c = await engine.container_create(sh("exit 3", restart_policy=RestartPolicy.parse("on-failure:2")))
     await engine.container_start(c.id)
-    await asyncio.sleep(30)
+    await asyncio.sleep(3)
     c = engine.container_inspect(c.id)
     assert c.state.status is Status.EXITED and c.state.exit_code == 3
     assert c.state.restart_count == 2
@@ -30,7 +30,7 @@ async def test_on_failure_retries_then_gives_up(engine: Engine) -> None:
 async def test_on_failure_does_not_restart_success(engine: Engine) -> None:
     c = await engine.container_create(spec("true", restart_policy=RestartPolicy.parse("on-failure")))
     await engine.container_start(c.id)
-    await asyncio.sleep(5)
+    await asyncio.sleep(1)
     assert engine.container_inspect(c.id).state.restart_count == 0
 
 
@@ -45,11 +45,12 @@ async def test_always_restarts_with_doubling_backoff_until_stopped(engine: Engin
     assert all(g2 >= g1 * 1.9 for g1, g2 in zip(gaps, gaps[1:])), gaps
     await engine.container_stop(c.id)
     n = len(await starts_of(engine, c.id))
-    await asyncio.sleep(120)
+    await asyncio.sleep(3)
     assert len(await starts_of(engine, c.id)) == n
     assert engine.container_inspect(c.id).state.status is Status.EXITED
 
 
+@pytest.mark.virtual_time
 async def test_backoff_resets_after_a_long_run(engine: Engine) -> None:
     c = await engine.container_create(sh("sleep 11; exit 1", restart_policy=RestartPolicy.parse("always")))
     await engine.container_start(c.id)
@@ -76,7 +77,7 @@ async def test_restart_policy_update(engine: Engine) -> None:
     c = await engine.container_create(sh("exit 1"))
     await engine.container_update(c.id, restart_policy=RestartPolicy.parse("on-failure:1"))
     await engine.container_start(c.id)
-    await asyncio.sleep(5)
+    await asyncio.sleep(2)
     assert engine.container_inspect(c.id).state.restart_count == 1
 
 
@@ -90,12 +91,12 @@ def test_restart_policy_parse_errors() -> None:
 
 
 async def test_healthcheck_goes_healthy(engine: Engine) -> None:
-    hc = Healthcheck(test=("CMD-SHELL", "test -f /tmp/ready"), interval=2, timeout=1, retries=2)
-    c = await engine.container_create(sh("sleep 5; touch /tmp/ready; sleep 1000", healthcheck=hc))
+    hc = Healthcheck(test=("CMD-SHELL", "test -f /tmp/ready"), interval=0.4, timeout=1, retries=2)
+    c = await engine.container_create(sh("sleep 1; touch /tmp/ready; sleep 1000", healthcheck=hc))
     await engine.container_start(c.id)
-    await asyncio.sleep(1)
+    await asyncio.sleep(0.2)
     assert engine.container_inspect(c.id).state.health.status is Health.STARTING  # type: ignore[union-attr]
-    await asyncio.sleep(6)
+    await asyncio.sleep(2)
     h = engine.container_inspect(c.id).state.health
     assert h is not None and h.status is Health.HEALTHY and h.failing_streak == 0
     assert h.log[-1].exit_code == 0 and len(h.log) <= 5
@@ -106,10 +107,10 @@ async def test_healthcheck_goes_healthy(engine: Engine) -> None:
 
 
 async def test_healthcheck_goes_unhealthy_and_times_out(engine: Engine) -> None:
-    hc = Healthcheck(test=("CMD", "sleep", "10"), interval=1, timeout=1, retries=3)
+    hc = Healthcheck(test=("CMD", "sleep", "10"), interval=0.3, timeout=0.3, retries=3)
     c = await engine.container_create(spec("sleep", "1000", healthcheck=hc))
     await engine.container_start(c.id)
-    await asyncio.sleep(10)
+    await asyncio.sleep(3)
     h = engine.container_inspect(c.id).state.health
     assert h is not None and h.status is Health.UNHEALTHY and h.failing_streak >= 3
     assert "exceeded timeout" in h.log[-1].output
@@ -117,11 +118,11 @@ async def test_healthcheck_goes_unhealthy_and_times_out(engine: Engine) -> None:
 
 
 async def test_healthcheck_start_period_does_not_count_failures(engine: Engine) -> None:
-    hc = Healthcheck(test=("CMD", "false"), interval=1, timeout=1, retries=1, start_period=5, start_interval=1)
+    hc = Healthcheck(test=("CMD", "false"), interval=0.3, timeout=1, retries=1, start_period=2, start_interval=0.3)
     c = await engine.container_create(spec("sleep", "1000", healthcheck=hc))
     await engine.container_start(c.id)
-    await asyncio.sleep(4)
+    await asyncio.sleep(1.5)
     assert engine.container_inspect(c.id).state.health.status is Health.STARTING  # type: ignore[union-attr]
-    await asyncio.sleep(4)
+    await asyncio.sleep(1.5)
     assert engine.container_inspect(c.id).state.health.status is Health.UNHEALTHY  # type: ignore[union-attr]
     await engine.container_stop(c.id, timeout=0)
