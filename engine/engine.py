@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import platform
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import IO, Any, BinaryIO
 
 from engine import __version__
@@ -292,6 +292,163 @@ class Engine:
             self.image_store.import_tar, stream, reference, changes or [], message, platform))
         self.events.emit("image", "import", image_id, {"name": reference or image_id})
         return image_id
+
+    # -- images: save/load, commit, diff, export, cp, history, df (issue 5) --------------------
+    # Blocking work (archive streaming, hashing, unpacking) runs on a worker thread in the
+    # ``*_async`` variants; the sync ones are for callers already on a worker thread.
+
+    def image_save(self, refs: list[str], out: BinaryIO | IO[bytes],
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   compression: str = "none") -> list[str]:
+        """``docker save``: write ``refs`` (tags, repository names, ids) as one docker-archive
+        that is also an OCI image layout (Docker 25's layout) to the blocking writer ``out``.
+
+        Deterministic: the same images give the same bytes. ``progress`` gets Docker's
+        ``{"status": "Saving layer", "progressDetail": {"current", "total"}, "id"}`` messages;
+        ``compression`` is ``"none"`` (as Docker), ``"gzip"`` or ``"zstd"``.
+
+        Returns:
+            The image ids written. Raises NotFound / InvalidArgument.
+        """
+        from engine.images import save as _save
+
+        ids = _save.save(self.image_store, refs, out, progress, compression)
+        for image_id in ids:
+            self.events.emit("image", "save", image_id, {"name": image_id})
+        return ids
+
+    async def image_save_async(self, refs: list[str], out: BinaryIO | IO[bytes],
+                               progress: Callable[[dict[str, Any]], None] | None = None,
+                               compression: str = "none") -> list[str]:
+        """:meth:`image_save` on a worker thread (``progress`` is called on that thread)."""
+        import asyncio
+        import functools
+
+        from engine.images import save as _save
+
+        ids: list[str] = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            _save.save, self.image_store, refs, out, progress, compression))
+        for image_id in ids:
+            self.events.emit("image", "save", image_id, {"name": image_id})
+        return ids
+
+    def image_load(self, stream: BinaryIO | IO[bytes],
+                   progress: Callable[[dict[str, Any]], None] | None = None,
+                   limits: Any = None) -> list[str]:
+        """``docker load``: every image of a docker-archive or OCI-layout archive (plain, gzip,
+        bzip2, xz or zstd) read from the blocking reader ``stream``.
+
+        All or nothing: on any error (InvalidArgument naming the member or digest, for
+        truncated, corrupt, mismatching, incomplete or hostile input, decompression bombs) the
+        stores are left as they were. ``progress`` gets ``{"status": "Loading layer", …}``
+        messages; ``limits`` is an ``engine.images.load.LoadLimits``.
+
+        Returns:
+            ``"busybox:latest"`` per loaded tag, or the image id for an untagged image (the
+            API prints "Loaded image: …" / "Loaded image ID: …").
+        """
+        from engine.images import load as _load
+
+        result = _load.load(self.image_store, stream, progress, limits)
+        return self._loaded(result)
+
+    async def image_load_async(self, stream: BinaryIO | IO[bytes],
+                               progress: Callable[[dict[str, Any]], None] | None = None,
+                               limits: Any = None) -> list[str]:
+        """:meth:`image_load` on a worker thread (``progress`` is called on that thread)."""
+        import asyncio
+        import functools
+
+        from engine.images import load as _load
+
+        result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            _load.load, self.image_store, stream, progress, limits))
+        return self._loaded(result)
+
+    def _loaded(self, result: list[tuple[str, list[str], list[tuple[str, str | None]]]]) -> list[str]:
+        out: list[str] = []
+        for image_id, tags, moved in result:
+            for tag, old in moved:
+                if old is not None and old != image_id:
+                    self.events.emit("image", "untag", old, {"name": tag})
+            self.events.emit("image", "load", image_id, {"name": tags[0] if tags else image_id})
+            out.extend(tags or [image_id])
+        return out
+
+    def image_history(self, ref: str) -> list[dict[str, Any]]:
+        """``docker history``: ``[{"id", "created", "created_by", "tags", "size", "comment"}]``
+        newest first (``id`` is ``<missing>`` below the top, as Docker shows)."""
+        from engine.images import container_fs
+
+        return container_fs.history(self, ref)
+
+    async def container_commit(self, ref: str, reference: str | None = None,
+                               changes: list[str] | tuple[str, ...] = (), comment: str = "",
+                               author: str = "", pause: bool = True) -> str:
+        """``docker commit``: the container's write layer (whiteouts for deletions) on top of its
+        image, config = image config + the container's settings + ``changes``; a running
+        container is paused meanwhile unless ``pause=False``. Returns the new image id.
+
+        Raises NotFound (container), Conflict (its image was removed), InvalidArgument.
+        """
+        from engine.images import container_fs
+
+        return await container_fs.commit(self, ref, reference, changes, comment, author, pause)
+
+    async def container_diff(self, ref: str) -> list[tuple[str, str]]:
+        """``docker diff``: ``[(kind, path)]`` sorted by path; kind ``"C"`` changed, ``"A"``
+        added, ``"D"`` deleted (the API's Kind 0, 1, 2)."""
+        from engine.images import container_fs
+
+        return await container_fs.diff(self, ref)
+
+    async def container_export(self, ref: str, out: BinaryIO | IO[bytes]) -> None:
+        """``docker export``: the container's merged filesystem (image layers + write layer,
+        whiteouts applied, no mounts) as one plain tar, written to the blocking writer ``out``
+        from a worker thread."""
+        from engine.images import container_fs
+
+        await container_fs.export(self, ref, out)
+
+    async def container_archive_stat(self, ref: str, path: str) -> dict[str, Any]:
+        """``HEAD /containers/{id}/archive``: ``{"name", "size", "mode", "kind", "mtime",
+        "link_target"}`` of ``path`` (``mode`` is permission bits; the wire form is
+        ``engine.images.container_fs.go_file_mode(kind, mode)``). Raises NotFound."""
+        from engine.images import container_fs
+
+        return await container_fs.archive_stat(self, ref, path)
+
+    async def container_archive_get(self, ref: str, path: str) -> tuple[dict[str, Any], IO[bytes]]:
+        """``GET /containers/{id}/archive``: the stat of ``path`` and a tar of it (an open,
+        spooled temp file at position 0; the caller closes it). Symlinks resolve inside the
+        container's root. Raises NotFound, NotImplemented_ (backend without file access)."""
+        from engine.images import container_fs
+
+        return await container_fs.archive_get(self, ref, path)
+
+    async def container_archive_put(self, ref: str, path: str, tar_stream: BinaryIO | IO[bytes],
+                                    no_overwrite_dir_non_dir: bool = False) -> None:
+        """``PUT /containers/{id}/archive``: unpack the tar ``tar_stream`` into the directory
+        ``path`` inside the container (entries cannot escape its root). Raises NotFound,
+        InvalidArgument (not a directory, hostile entry, read-only rootfs)."""
+        from engine.images import container_fs
+
+        await container_fs.archive_put(self, ref, path, tar_stream, no_overwrite_dir_non_dir)
+
+    async def system_df(self) -> dict[str, Any]:
+        """``docker system df``: ``{"layers_size", "images", "containers", "volumes",
+        "build_cache", "logs_size"}``; each container has ``size_rw`` (its write layer) and
+        ``logs_size`` (its log files, rotated ones included)."""
+        from engine.images import container_fs
+
+        return await container_fs.system_df(self)
+
+    async def system_prune(self, all: bool = False) -> dict[str, Any]:
+        """``docker system prune``: stopped containers, then dangling (``all``: unused) images.
+        Returns ``{"containers_deleted", "images_deleted", "space_reclaimed"}``."""
+        from engine.images import container_fs
+
+        return await container_fs.system_prune(self, all)
 
 
 def _arch() -> str:

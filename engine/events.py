@@ -65,12 +65,25 @@ class EventBus:
         self._clock = clock
         self._history: collections.deque[Event] = collections.deque(maxlen=HISTORY)
         self._subs: set[asyncio.Queue[Event]] = set()
+        self._listeners: list[Callable[[Event], None]] = []
+
+    def add_listener(self, fn: Callable[[Event], None]) -> None:
+        """Call ``fn`` synchronously as each event is emitted, before the emitter's next
+        ``await``: for work that must happen at that exact point (``attach`` opens a container's
+        log the moment it starts, before its process can write and exit). ``fn`` must not raise."""
+        self._listeners.append(fn)
+
+    def remove_listener(self, fn: Callable[[Event], None]) -> None:
+        if fn in self._listeners:
+            self._listeners.remove(fn)
 
     def emit(self, type_: str, action: str, actor_id: str, attributes: Mapping[str, str] | None = None) -> Event:
         ev = Event(type_, action, actor_id, dict(attributes or {}), self._clock())
         self._history.append(ev)
         for q in list(self._subs):
             q.put_nowait(ev)
+        for fn in list(self._listeners):
+            fn(ev)
         return ev
 
     def history(self, filters: Mapping[str, list[str]] | None = None, since: float | None = None,

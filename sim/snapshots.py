@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
 from engine.kernel import LayerLimits, SnapshotInfo, SnapshotKind
+from engine.kernel_fs import PathStat
+from sim import tarcopy
 from sim.fs import FsView
 from sim.fsnodes import Tree, oserror
 from sim.tario import apply_tar, diff_tar
@@ -168,3 +170,25 @@ class SimSnapshots:
         if len(data) > limit:
             raise oserror(errno.EFBIG, path, f"{path} is larger than {limit} bytes")
         return data
+
+    # ---- file access inside a view (proposed ``PathOps`` role, engine/kernel_fs.py) --------
+    async def path_stat(self, target: str, path: str) -> PathStat:
+        self.world.faults.check("path_stat")
+        return tarcopy.path_stat(self._mounted(target), path)
+
+    async def archive(self, target: str, path: str, out: BinaryIO) -> PathStat:
+        self.world.faults.check("archive")
+        return tarcopy.archive(self._mounted(target), path, out)
+
+    async def extract(self, target: str, path: str, tar: BinaryIO,
+                      no_overwrite_dir_non_dir: bool = False,
+                      limits: LayerLimits | None = None) -> None:
+        self.world.faults.check("extract")
+        tarcopy.extract(self._mounted(target), path, tar, no_overwrite_dir_non_dir,
+                        limits or LayerLimits())
+
+    def _mounted(self, target: str) -> FsView:
+        rec: MountRec | None = self.world.mounts.get(self._norm_target(target))
+        if rec is None:
+            raise oserror(errno.EINVAL, target, f"nothing mounted at {target}")
+        return rec.view

@@ -69,7 +69,7 @@ def write(path: str, value: str | int) -> None:
     """Write one value with a single write(2), so the kernel's errno reaches the caller."""
     data = str(value).encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)  # as runc
     except OSError as e:
         raise OSError(e.errno, e.strerror, path) from None
     try:
@@ -83,6 +83,30 @@ def write(path: str, value: str | int) -> None:
 def read_pids(path: str) -> set[int]:
     with open(path) as f:
         return {int(line) for line in f if line.strip()}
+
+
+def mkdir_chain(base: str, path: str, mkdir: Callable[[str], None]) -> None:
+    """``mkdir -p base/path`` where the last directory must be new (``FileExistsError``).
+
+    Another process may remove an empty intermediate directory meanwhile (as ``cgroup_remove``
+    does with the ones it made): an ENOENT starts the chain again.
+    """
+    parts = path.split("/")
+    for attempt in range(10):
+        try:
+            for i in range(1, len(parts) + 1):
+                d = os.path.join(base, *parts[:i])
+                if i == len(parts):
+                    mkdir(d)
+                elif not os.path.isdir(d):
+                    try:
+                        mkdir(d)
+                    except FileExistsError:
+                        pass
+            return
+        except FileNotFoundError:
+            if attempt == 9:
+                raise
 
 
 def einval(what: str, value: object) -> OSError:

@@ -164,7 +164,8 @@ async def serve(args: argparse.Namespace) -> None:
     engine = make_engine(args.backend, args.root, args.exec_root)
     _realtime_sim(engine)
     await engine.start()
-    runner = web.AppRunner(make_app(engine), access_log=None, handle_signals=False, shutdown_timeout=2.0)
+    runner = web.AppRunner(make_app(engine), access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                            handler_cancellation=True)
     await runner.setup()
     sockets = []
     try:

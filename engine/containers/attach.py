@@ -2,10 +2,13 @@
 
 Output comes from the kernel's :meth:`~engine.kernel.Processes.stdio` attachment (live bytes,
 stdout and stderr apart), bridged with the json-file log so nothing is lost between "attach
-requested" and "stdio opened": attaching before ``start`` (what ``docker run`` does) waits for
-the process, opens its stdio, then first replays the log lines written since the attach began.
-Opening the stdio and reading the log happen with no ``await`` in between, so a chunk is never
-delivered twice (only a partial line emitted before the open can be missed).
+requested" and "stdio opened". ``docker run`` attaches *before* ``start``; a short-lived process
+may write and exit (and ``--rm`` delete its log) before the attach could open its stdio. So the
+attachment opens the log file the moment the container starts — synchronously, from an event
+listener called while ``start`` emits its event, before the process can run — and on opening
+the stdio first delivers what the log holds beyond the attach point. Opening the stdio and
+reading the log happen with no ``await`` in between, so a chunk is never delivered twice (only a
+partial line written before the open can be missed).
 
 Input goes to the process's stdin pipe once it is open; with ``stdin_once`` the pipe is closed
 when the client's input ends (``docker run -i`` semantics).
@@ -15,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from engine import model
-from engine.containers.logfile import read_entries
+from engine.containers.logfile import log_files, parse_line
 from engine.errors import Conflict, from_os_error
+from engine.events import Event
 from engine.kernel import Kernel, Pid, Stdio
 
 if TYPE_CHECKING:
@@ -38,52 +43,90 @@ class Attachment:
     """
 
     def __init__(self, kernel: Kernel, log_path: str, find_pid: Callable[[], int | str | None],
-                 stdout: bool, stderr: bool, stdin_once: bool, replay: bool, fresh: bool = False) -> None:
+                 stdout: bool, stderr: bool, stdin_once: bool, replay: bool) -> None:
         self.kernel = kernel
         self.log_path = log_path
         self.find_pid = find_pid
-        self.fds = {fd for name, fd in FDS.items() if (stdout, stderr)[fd - 1]}
+        self.fds = {fd for fd, on in ((1, stdout), (2, stderr)) if on}
         self.stdin_once = stdin_once
         self.replay = replay
-        self.baseline = 0 if fresh else _count(log_path)
         self.stdio: Stdio | None = None
         self.ready = asyncio.Event()  # set when stdin may be written (or never will be)
+        self.on_close: Callable[[], None] | None = None
+        self._log: IO[bytes] | None = None
+        self._partial = b""
         self._closed = False
+        try:
+            self._offset = os.path.getsize(log_path)
+        except OSError:
+            self._offset = 0
+
+    def open_log(self) -> None:
+        """Hold the log open from the attach point on (survives ``--rm`` deleting it)."""
+        if self._log is not None:
+            return
+        with contextlib.suppress(OSError):
+            fh = open(self.log_path, "rb")  # noqa: SIM115 - closed in output()
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(self._offset if self._offset <= size else 0)
+            self._log = fh
+
+    def _drain_log(self) -> list[tuple[int, bytes]]:
+        if self._log is None:
+            return []
+        data = self._partial + self._log.read()
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        out = []
+        for line in lines:
+            e = parse_line(line + b"\n")
+            if e is not None and FDS.get(e.stream, 1) in self.fds:
+                out.append((FDS.get(e.stream, 1), e.data))
+        return out
 
     async def output(self) -> AsyncIterator[tuple[int, bytes]]:
         """(fd, data) chunks until the process ends (or :meth:`close`)."""
         try:
             if self.replay:
-                for e in list(read_entries(self.log_path))[:self.baseline]:
-                    if FDS.get(e.stream, 1) in self.fds:
-                        yield FDS.get(e.stream, 1), e.data
+                for item in self._replay():
+                    yield item
             pid = None
             while not self._closed:
                 found = self.find_pid()
-                if found == "gone":
-                    break
                 if isinstance(found, int):
                     pid = found
                     break
+                if found == "gone":
+                    break  # if it started and ended between two polls, what it wrote is in the log
                 await asyncio.sleep(POLL)
             if pid is not None:
+                self.open_log()
                 with contextlib.suppress(ProcessLookupError):
                     self.stdio = await self.kernel.stdio(Pid(pid))
             self.ready.set()
-            # no await between opening the stdio and reading the log: see the module docstring
-            for e in list(read_entries(self.log_path))[self.baseline:]:
-                if FDS.get(e.stream, 1) in self.fds:
-                    yield FDS.get(e.stream, 1), e.data
+            for item in self._drain_log():  # no await since the stdio was opened
+                yield item
             if self.stdio is None:
                 return
             while not self._closed:
-                item = await self.stdio.read()
-                if item is None:
+                chunk = await self.stdio.read()
+                if chunk is None:
                     return
-                if item[0] in self.fds:
-                    yield item
+                if chunk[0] in self.fds:
+                    yield chunk
         finally:
-            self.ready.set()
+            self.close()
+
+    def _replay(self) -> list[tuple[int, bytes]]:
+        out = []
+        for name in log_files(self.log_path):
+            with contextlib.suppress(OSError), open(name, "rb") as fh:
+                budget = self._offset if name == self.log_path else -1
+                for line in fh.read(budget).split(b"\n"):
+                    e = parse_line(line + b"\n") if line else None
+                    if e is not None and FDS.get(e.stream, 1) in self.fds:
+                        out.append((FDS.get(e.stream, 1), e.data))
+        return out
 
     async def write(self, data: bytes) -> None:
         """Forward input; dropped when the process never opened or has gone."""
@@ -102,14 +145,16 @@ class Attachment:
                 await self.stdio.close_stdin()
 
     def close(self) -> None:
+        if self._closed:
+            return
         self._closed = True
         self.ready.set()
         if self.stdio is not None:
             self.stdio.close()
-
-
-def _count(path: str) -> int:
-    return sum(1 for _ in read_entries(path))
+        if self._log is not None:
+            self._log.close()
+        if self.on_close is not None:
+            self.on_close()
 
 
 def attach(svc: ContainerService, ref: str, stdout: bool = True, stderr: bool = True,
@@ -126,25 +171,37 @@ def attach(svc: ContainerService, ref: str, stdout: bool = True, stderr: bool = 
     exits0, started0 = rt.exits, c.state.started_at
 
     def find_pid() -> int | str | None:
-        if rt.removed:
-            return "gone"
         if model.is_alive(c.state.status) and c.state.pid:
             return c.state.pid
-        if rt.exits != exits0 or c.state.started_at != started0:
+        if rt.removed or rt.exits != exits0 or c.state.started_at != started0:
             return "gone"  # it ran and ended between two polls
         return None
 
-    return Attachment(svc.kernel, c.log_path, find_pid, stdout, stderr, stdin_once, logs)
+    att = Attachment(svc.kernel, c.log_path, find_pid, stdout, stderr, stdin_once, logs)
+    if model.is_alive(c.state.status):
+        att.open_log()
+    else:
+        def on_event(ev: Event) -> None:
+            if ev.type == "container" and ev.actor_id == c.id and ev.action == "start":
+                att.open_log()
+
+        events = svc.ctx.events
+        events.add_listener(on_event)
+        att.on_close = lambda: events.remove_listener(on_event)
+    return att
 
 
 def exec_attach(svc: ContainerService, exec_id: str) -> Attachment:
-    """Attach to a started exec process (call right after ``exec_start``)."""
+    """Attach to an exec process; call right after ``exec_start`` (before any await)."""
     rec = svc.exec_get(exec_id)
 
     def find_pid() -> int | str | None:
         return rec.pid if rec.running and rec.pid else "gone"
 
-    return Attachment(svc.kernel, rec.log_path, find_pid, True, True, True, False, fresh=True)
+    att = Attachment(svc.kernel, rec.log_path, find_pid, True, True, True, False)
+    att._offset = 0
+    att.open_log()
+    return att
 
 
 async def resize(svc: ContainerService, ref: str, rows: int, cols: int) -> None:

@@ -14,7 +14,8 @@ A config is a plain JSON object::
 Only keys that are set appear in ``config`` (the API layer fills Docker's defaults).
 
 The image id is the sha256 of the exact config bytes; we produce them with
-:func:`canonical_json` (sorted keys, no whitespace, UTF-8) so equal configs get equal ids.
+:func:`canonical_json` (Go's field order, no whitespace, UTF-8) so equal configs get equal ids
+and tools that re-marshal configs (skopeo) keep them byte for byte.
 Chain ids follow the OCI spec: ``ChainID(L0) = DiffID(L0)``,
 ``ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))``.
 """
@@ -70,13 +71,16 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
 
 
 def format_time(ts: float) -> str:
-    """RFC 3339 UTC with nanoseconds, as Docker writes ``created``: ``2024-01-02T03:04:05.123456789Z``."""
+    """RFC 3339 UTC as Go's ``time.RFC3339Nano`` writes it (trailing fraction zeros trimmed):
+    ``2024-01-02T03:04:05.123456789Z``, ``2024-01-02T03:04:05.5Z``, ``2024-01-02T03:04:05Z``.
+    Go's form keeps configs byte-stable through tools that re-marshal them (skopeo)."""
     whole = int(ts // 1)
     nanos = int(round((ts - whole) * 1e9))
     if nanos >= 1_000_000_000:
         whole, nanos = whole + 1, nanos - 1_000_000_000
     base = _dt.datetime.fromtimestamp(whole, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{nanos:09d}Z"
+    frac = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{frac}Z" if frac else f"{base}Z"
 
 
 def parse_time(text: str) -> float:
@@ -94,9 +98,47 @@ def parse_time(text: str) -> float:
     return base + float(f"0.{frac}")
 
 
+# Field order of the OCI image-spec Go structs (``v1.Image``, ``ImageConfig``, ``History``):
+# tools written in Go (skopeo, containers/image) re-marshal configs through them when they
+# convert a Docker manifest to OCI, so a config already in that form keeps its digest.
+_IMAGE_KEYS = ("created", "author", "architecture", "variant", "os", "os.version", "os.features",
+               "config", "rootfs", "history")
+_CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir",
+                "Labels", "StopSignal", "ArgsEscaped")
+_HISTORY_KEYS = ("created", "created_by", "author", "comment", "empty_layer")
+
+
+def _ordered(doc: Mapping[str, Any], keys: Sequence[str]) -> JSONDict:
+    out: JSONDict = {k: doc[k] for k in keys if k in doc}
+    out.update({k: doc[k] for k in sorted(doc) if k not in out})
+    return out
+
+
+def _go_ordered(doc: Mapping[str, Any]) -> JSONDict:
+    out = _ordered(doc, _IMAGE_KEYS)
+    if isinstance(out.get("config"), dict):
+        out["config"] = _ordered({k: v for k, v in out["config"].items()
+                                  if v not in (None, "", [], {}, False)}, _CONFIG_KEYS)
+        for key in ("ExposedPorts", "Volumes", "Labels"):
+            if isinstance(out["config"].get(key), dict):
+                out["config"][key] = dict(sorted(out["config"][key].items()))
+    if isinstance(out.get("rootfs"), dict):
+        out["rootfs"] = _ordered(out["rootfs"], ("type", "diff_ids"))
+    if isinstance(out.get("history"), list):
+        out["history"] = [_ordered(h, _HISTORY_KEYS) if isinstance(h, dict) else h
+                          for h in out["history"]]
+    return out
+
+
 def canonical_json(doc: Mapping[str, Any]) -> bytes:
-    """Deterministic JSON bytes: sorted keys, no insignificant whitespace, UTF-8."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Deterministic config bytes, as Go's ``encoding/json`` writes the OCI image config:
+    struct field order (other keys sorted after), no whitespace, UTF-8, ``<>&`` escaped,
+    empty ``config`` fields omitted."""
+    text = json.dumps(_go_ordered(doc), separators=(",", ":"), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text.encode()
 
 
 def image_id(config_bytes: bytes) -> str:
@@ -153,8 +195,8 @@ def new_config(*, diff_ids: Sequence[str], created: float, architecture: str | N
         doc["variant"] = variant
     if author:
         doc["author"] = author
-    if comment:
-        doc["comment"] = comment
+    # The image-level "comment" is Docker-only (not in the OCI struct, so lost by conversion);
+    # the comment lives in the history entry, where ``ImageRecord.comment`` finds it.
     if history is None:
         entry: JSONDict = {"created": stamp}
         if author:

@@ -71,7 +71,11 @@ class ImageRecord:
 
     @property
     def comment(self) -> str:
-        return str(self.config.get("comment", ""))
+        """The image comment: Docker's top-level field, else the newest history entry's."""
+        if self.config.get("comment"):
+            return str(self.config["comment"])
+        hist = self.history
+        return str(hist[-1].get("comment", "")) if hist else ""
 
     @property
     def short_id(self) -> str:
@@ -197,6 +201,50 @@ class ImageStore:
             if target is not None:
                 self.meta.set_tag(target.full, image_id)
         return image_id
+
+    def record_loaded(self, images: Sequence[tuple[bytes, Sequence[tuple[str, str, int]],
+                                                  Sequence[refs.Reference]]]
+                      ) -> builtins.list[tuple[str, builtins.list[tuple[str, str | None]]]]:
+        """Record images whose config bytes came from elsewhere (``load``), in one transaction.
+
+        The config is kept byte for byte, so the image id (its sha256) survives the round trip.
+        The layer blobs must already be ingested (under the caller's lease).
+
+        Args:
+            images: ``(config_bytes, [(diff_id, blob_digest, size)], tags)`` per image.
+
+        Returns:
+            Per image ``(image_id, [(tag, previous_image_id_or_None)])``.
+
+        Raises:
+            InvalidArgument: a config that is not UTF-8 JSON, or whose diff_ids differ from the
+                layers given.
+        """
+        prepared = []
+        for data, layers, tags in images:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvalidArgument(f"invalid image config {_config.image_id(data)}: not UTF-8") from e
+            doc = _config.parse_config(text)
+            if _config.diff_ids(doc) != [d for d, _, _ in layers]:
+                raise InvalidArgument(f"invalid image config {_config.image_id(data)}: "
+                                      "rootfs.diff_ids do not match the layers")
+            prepared.append((_config.image_id(data), text, doc, layers, tags))
+        out: builtins.list[tuple[str, builtins.list[tuple[str, str | None]]]] = []
+        with self.lock, self.meta.transaction():
+            for image_id, text, doc, layers, tags in prepared:
+                chain = _config.chain_ids([d for d, _, _ in layers])
+                rows = [LayerRow(c, d, chain[i - 1] if i else None, blob, size)
+                        for i, (c, (d, blob, size)) in enumerate(zip(chain, layers))]
+                if self.meta.get_image(image_id) is None:
+                    self.meta.put_image(ImageRow(image_id, text, str(doc.get("created") or
+                                                                     _config.format_time(0)),
+                                                 sum(s for _, _, s in layers), None, time.time()),
+                                        rows)
+                moved = [(t.full, self.meta.set_tag(t.full, image_id)) for t in tags]
+                out.append((image_id, moved))
+        return out
 
     # -- looking up ----------------------------------------------------------------------------
 

@@ -206,6 +206,40 @@ class BlobStore:
         finally:
             _unlink_quiet(tmp)
 
+    def adopt(self, path: str, digest: str, size: int, lease: Lease | None = None) -> bool:
+        """Move an already verified file into the store as blob ``digest`` (no copy).
+
+        The caller has hashed ``path`` while writing it (e.g. an archive member spooled under
+        the state root, on the same filesystem) and vouches for ``digest``; the size is checked
+        here. If the blob is already present ``path`` is deleted instead (dedupe).
+
+        Returns:
+            True if the file was moved in, False if the blob was already there.
+
+        Raises:
+            InvalidArgument: size mismatch or malformed digest. Internal: the rename failed.
+        """
+        final = self.path(digest)
+        if os.stat(path).st_size != size:
+            raise InvalidArgument(f"blob adopt: size mismatch for {digest}")
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with self._lock:
+            if lease is not None:
+                lease.add(digest)
+            if os.path.isfile(final):
+                _unlink_quiet(path)
+                return False
+            try:
+                os.replace(path, final)
+            except OSError as e:
+                raise from_os_error(f"cannot commit blob {digest}", e) from e
+            self._fsync_dir(self.blob_dir)
+        return True
+
     def put_bytes(self, data: bytes, lease: Lease | None = None) -> Digest:
         """Store ``data`` and return its digest (see :meth:`ingest`)."""
         with io.BytesIO(data) as buf:

@@ -35,7 +35,7 @@ def test_new_config_and_id() -> None:
     doc = c.new_config(diff_ids=[D1], created=0.5, architecture="arm64", os="linux",
                        comment="Imported from -", container_config={"Cmd": ["sh"]})
     assert doc["architecture"] == "arm64"
-    assert doc["created"] == "1970-01-01T00:00:00.500000000Z"
+    assert doc["created"] == "1970-01-01T00:00:00.5Z"
     assert doc["rootfs"] == {"type": "layers", "diff_ids": [D1]}
     assert doc["history"] == [{"created": doc["created"], "comment": "Imported from -"}]
     assert doc["config"] == {"Cmd": ["sh"]}

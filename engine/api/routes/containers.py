@@ -13,7 +13,7 @@ from engine.api.keys import ENGINE
 from engine.api.params import json_body, json_response, no_content, q_bool, q_int, q_str, ref
 from engine.api.routes import streams
 from engine.api.wire_images import parse_filters
-from engine.errors import InvalidArgument
+from engine.errors import EngineError, InvalidArgument
 
 
 class Backend(Protocol):
@@ -55,7 +55,16 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def start(request: web.Request) -> web.Response:
-    started = await _engine(request).container_start(ref(request))
+    e = _engine(request)
+    try:
+        started = await e.container_start(ref(request))
+    except EngineError:
+        # moby removes an AutoRemove container whose start failed; the docker CLI waits for that
+        c = e.container_inspect(ref(request))
+        if c.spec.auto_remove:
+            with contextlib.suppress(EngineError):
+                await e.container_remove(c.id, force=True)
+        raise
     return no_content(204 if started else 304)
 
 

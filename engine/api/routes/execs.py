@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -13,6 +14,8 @@ from engine.api.params import json_body, json_response, q_int, ref
 from engine.api.routes.streams import DETACH_KEYS, session
 from engine.api.streams import MULTIPLEXED, RAW, Hijack, frame
 from engine.errors import EngineError, InvalidArgument
+
+HEADERS_ALONE = 0.02
 
 
 async def create(request: web.Request) -> web.Response:
@@ -32,6 +35,9 @@ async def start(request: web.Request) -> web.StreamResponse:
         await e.exec_start(rec.id)
         return json_response({})
     hj = await Hijack.start(request, RAW if rec.tty else MULTIPLEXED)
+    # docker-py reads the 101 through a buffered reader and then the raw socket: output sent in
+    # the same segment as the headers would be lost in its buffer. Let the headers travel alone.
+    await asyncio.sleep(HEADERS_ALONE)
     try:
         await e.exec_start(rec.id)
     except EngineError as err:  # after the 101 the error can only travel in the stream (as moby does)

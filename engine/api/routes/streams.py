@@ -86,7 +86,11 @@ async def stats(request: web.Request) -> web.StreamResponse:
 
 
 async def session(hj: Hijack, att: Any, tty: bool, stdin: bool, detach_keys: bytes) -> None:
-    """Run one attach session: output to the client, client input to the process."""
+    """Run one attach session: output to the client, client input to the process.
+
+    Ends when the output ends (the process exited), the client goes away, or the client types
+    the detach keys (the process keeps running).
+    """
 
     async def pump_out() -> None:
         async for fd, data in att.output():
@@ -97,35 +101,50 @@ async def session(hj: Hijack, att: Any, tty: bool, stdin: bool, detach_keys: byt
         while True:
             data = await hj.read()
             if data is None:
-                await att.end_input()
+                if stdin:
+                    await att.end_input()
                 return
+            if not stdin:
+                continue  # not forwarding: only noticing a client that goes away
             if detach_keys:
                 buf = pending + data
                 if detach_keys in buf:
                     before = buf.split(detach_keys, 1)[0]
                     if before:
                         await att.write(before)
-                    att.close()
-                    return
+                    raise _Detached
                 keep = next((n for n in range(len(detach_keys) - 1, 0, -1) if buf.endswith(detach_keys[:n])), 0)
                 data, pending = (buf[:-keep], buf[-keep:]) if keep else (buf, b"")
             if data:
                 await att.write(data)
 
     out = asyncio.ensure_future(pump_out())
-    inp = asyncio.ensure_future(pump_in()) if stdin else None
+    inp = asyncio.ensure_future(pump_in())
+    waits: set[asyncio.Future[Any]] = {out}
+    if hj.proto is not None:
+        waits.add(hj.proto.lost)
     try:
-        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
-            await out
+        while out not in (done := (await asyncio.wait(waits | {inp} if not inp.done() else waits,
+                                                      return_when=asyncio.FIRST_COMPLETED))[0]):
+            if hj.proto is not None and hj.proto.lost in done:
+                break
+            if inp in done and isinstance(inp.exception(), _Detached):
+                break
+        if out.done() and not out.cancelled():
+            with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+                out.result()
     finally:
         att.close()
-        if inp is not None:
-            inp.cancel()
+        for t in (inp, out):
+            if not t.done():
+                t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await inp
-        if not out.done():
-            out.cancel()
+                await t
         hj.close()
+
+
+class _Detached(Exception):
+    """The client typed the detach keys."""
 
 
 def parse_detach_keys(text: str) -> bytes:

@@ -1,0 +1,244 @@
+"""A layer directory being filled from a tar: confined path resolution and copy-up.
+
+Part of the safe unpacker (``backends.linux.layers`` has the rules and the tar side). Every dir
+fd handed out was resolved with ``openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`` below the
+layer root, or walked component by component relative to such fds; callers then create the
+final component with the ``*at`` calls, never following a symlink.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+
+from backends.linux import libc
+from engine.kernel import LayerLimits
+
+WH_PREFIX = ".wh."
+WH_OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+BUFSIZE = 1 << 20  # tar stream buffer and copy chunk
+HEADER_CAP = 16 << 20  # most bytes one entry's headers (PAX, GNU long names) may take in memory
+MAX_LINKS = 40  # as the kernel's MAXSYMLINKS
+RESOLVE = libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS
+DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+XATTR_OK = ("user.", "security.capability")  # never trusted.* (overlay's own metadata)
+CACHE = 64
+
+
+def bad(entry: str, why: str) -> OSError:
+    return OSError(errno.EINVAL, f"invalid layer entry {entry!r}: {why}", entry)
+
+
+def is_whiteout(st: os.stat_result) -> bool:
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+
+def clean(name: str, entry: str, what: str = "entry") -> list[str]:
+    """``name`` as path components: leading ``/`` stripped, ``.`` dropped, ``..`` applied
+    lexically; climbing above the root → EINVAL naming ``entry``."""
+    out: list[str] = []
+    for part in name.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not out:
+                raise bad(entry, f"{what} {name!r} escapes the layer root")
+            out.pop()
+        else:
+            out.append(part)
+    return out
+
+
+
+class LayerRoot:
+    """The layer being unpacked: its root fd, counters for the limits, a small LRU of parent
+    dir fds (consecutive entries mostly share a dir), deferred dir mtimes, and ``lower()``:
+    an fd of the parent chain's read-only union (None without a parent)."""
+
+    def __init__(self, rootfd: int, limits: LayerLimits, lower: Callable[[], int | None]) -> None:
+        self.rootfd, self.limits, self.lower = rootfd, limits, lower
+        self.per_entry = 4 * tarfile.BLOCKSIZE + 2 * limits.max_path
+        self.total = 0  # file bytes + header bytes beyond the per-entry allowance
+        self.entries = 0
+        self.mark = 0  # stream offset where the current entry's headers start
+        self.current = "<layer>"
+        self.cache: collections.OrderedDict[str, int] = collections.OrderedDict()
+        self.dir_times: dict[str, float] = {}
+        self.root_prefix = os.readlink(f"/proc/self/fd/{rootfd}").rstrip("/") + "/"
+
+    # ---- directories ---------------------------------------------------------------------
+    def dir(self, parts: list[str], entry: str) -> int:
+        """An fd of the layer dir at ``parts`` (cached; created when missing)."""
+        key = "/".join(parts)
+        fd = self.cache.get(key)
+        if fd is not None:
+            self.cache.move_to_end(key)
+            return fd
+        try:
+            fd = libc.openat2(self.rootfd, key or ".", DIR, resolve=RESOLVE)
+        except OSError as e:
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise
+            fd = self._walk(parts, entry)
+        self._remember(key, fd)
+        return fd
+
+    def _remember(self, key: str, fd: int) -> None:
+        old = self.cache.pop(key, None)
+        if old is not None and old != fd:
+            os.close(old)
+        self.cache[key] = fd
+        if len(self.cache) > CACHE:
+            os.close(self.cache.popitem(last=False)[1])
+
+    def forget(self, keep: int = -1) -> None:
+        """Drop cached dir fds (after removing a dir or symlink some cached path may run
+        through), except ``keep``: the removed entry's own parent, which callers still use."""
+        for key, fd in list(self.cache.items()):
+            if fd != keep:
+                os.close(fd)
+                del self.cache[key]
+
+    def _walk(self, parts: list[str], entry: str) -> int:
+        """Slow path: walk ``parts`` from the root, following symlinks inside the root and
+        creating missing dirs (with the lower layers' metadata when they have that dir)."""
+        todo, links = list(parts), 0
+        base: list[str] = []
+        while todo:
+            name = todo.pop(0)
+            if name in ("", "."):
+                continue
+            if name == "..":
+                base = base[:-1]
+                continue
+            bfd = libc.openat2(self.rootfd, "/".join(base) or ".", DIR, resolve=RESOLVE)
+            try:
+                try:
+                    st: os.stat_result | None = os.stat(name, dir_fd=bfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise bad(entry, "too many levels of symbolic links")
+                    target = os.readlink(name, dir_fd=bfd)
+                    if target.startswith("/"):
+                        base = []
+                    todo[0:0] = target.split("/")
+                    continue
+                if st is None or is_whiteout(st):
+                    if st is not None:
+                        os.unlink(name, dir_fd=bfd)
+                    self._implicit_dir(bfd, name, [*base, name])
+                elif not stat.S_ISDIR(st.st_mode):
+                    raise bad(entry, f"parent {'/'.join([*base, name])!r} is not a directory")
+                base.append(name)
+            finally:
+                os.close(bfd)
+        return libc.openat2(self.rootfd, "/".join(base) or ".", DIR, resolve=RESOLVE)
+
+    def _implicit_dir(self, bfd: int, name: str, canon: list[str]) -> None:
+        os.mkdir(name, 0o755, dir_fd=bfd)
+        lst = self._lower_stat(canon)
+        if lst is not None and stat.S_ISDIR(lst.st_mode):
+            os.chown(name, lst.st_uid, lst.st_gid, dir_fd=bfd, follow_symlinks=False)
+            os.chmod(name, stat.S_IMODE(lst.st_mode), dir_fd=bfd)
+            self.dir_times["/".join(canon)] = lst.st_mtime
+
+    # ---- the lower layers (parent chain) ------------------------------------------------
+    def _lower_open(self, canon: list[str], flags: int) -> int | None:
+        lower = self.lower() if canon else None
+        if lower is None:
+            return None
+        try:
+            return libc.openat2(lower, "/".join(canon), flags | os.O_NOFOLLOW, resolve=RESOLVE)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None
+            raise
+
+    def _lower_stat(self, canon: list[str]) -> os.stat_result | None:
+        fd = self._lower_open(canon, os.O_PATH)
+        if fd is None:
+            return None
+        try:
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def copy_up(self, dfd: int, name: str, canon: list[str]) -> bool:
+        """Copy the non-dir ``canon`` of the lower layers to ``name`` in ``dfd``; False if the
+        lower layers have no such non-dir."""
+        lfd = self._lower_open(canon, os.O_PATH)
+        if lfd is None:
+            return False
+        try:
+            st = os.fstat(lfd)
+            if stat.S_ISREG(st.st_mode):
+                src = os.open(f"/proc/self/fd/{lfd}", os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC,
+                                 0o600, dir_fd=dfd)
+                    try:
+                        while os.sendfile(fd, src, None, BUFSIZE) > 0:
+                            pass
+                        for attr in os.listxattr(src):
+                            if attr.startswith(XATTR_OK):
+                                os.setxattr(fd, attr, os.getxattr(src, attr))
+                        set_meta_fd(fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime)
+                    finally:
+                        os.close(fd)
+                finally:
+                    os.close(src)
+                return True
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink("", dir_fd=lfd), name, dir_fd=dfd)
+            elif stat.S_ISFIFO(st.st_mode):
+                os.mkfifo(name, 0o600, dir_fd=dfd)
+                os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
+            else:
+                return False
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+            os.utime(name, (st.st_mtime, st.st_mtime), dir_fd=dfd, follow_symlinks=False)
+            return True
+        finally:
+            os.close(lfd)
+
+    def canonical(self, dfd: int) -> list[str]:
+        """The components of dir fd ``dfd`` below the layer root."""
+        path = os.readlink(f"/proc/self/fd/{dfd}") + "/"
+        assert path.startswith(self.root_prefix), path
+        return [p for p in path[len(self.root_prefix):].split("/") if p]
+
+    def clear(self, dfd: int, name: str) -> None:
+        """Remove an existing ``name`` of this layer (a whole dir tree, without following
+        symlinks) before replacing it."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            _rmtree_at(dfd, name)
+        else:
+            os.unlink(name, dir_fd=dfd)
+        if not stat.S_ISREG(st.st_mode):
+            self.forget(keep=dfd)
+
+
+def set_meta_fd(fd: int, uid: int, gid: int, mode: int, mtime: float) -> None:
+    os.fchown(fd, uid, gid)  # before chmod: chown clears set-id bits
+    os.fchmod(fd, mode)
+    ns = int(mtime * 1_000_000_000)
+    os.utime(fd, ns=(ns, ns))
+
+
+def _rmtree_at(dfd: int, name: str) -> None:
+    shutil.rmtree(name, dir_fd=dfd)  # fd-based on Linux: never follows symlinks
+
+

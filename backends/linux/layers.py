@@ -1,0 +1,366 @@
+"""Unpacking a layer tar into a directory, safely (hostile input, CVE-2025-4517 and friends).
+
+We never call ``tarfile``'s ``extract``/``extractall`` nor rely on its filters: on this machine's
+Python 3.11.7 the "data" filter is bypassed by a symlink chain longer than PATH_MAX. tarfile only
+*parses* the stream (``"r|"``, streaming); every entry is created by us:
+
+* the entry's parent directory is opened with ``openat2(root, parent, RESOLVE_IN_ROOT |
+  RESOLVE_NO_MAGICLINKS)``, so symlinks (absolute ones, ``../`` chains, loops) resolve inside the
+  layer root, never outside; a missing parent is created component by component relative to
+  directory fds that were themselves resolved in the root (a dangling symlink is followed to
+  where it points, inside the root, as Docker's chrooted unpacker does);
+* the final component is created relative to that dir fd with the ``*at`` calls, never
+  following a symlink (``O_NOFOLLOW``/``O_EXCL``, ``follow_symlinks=False``);
+* names are cleaned lexically first: a leading ``/`` is stripped, ``..`` climbing above the root
+  is refused.
+
+OCI whiteouts become overlayfs whiteouts: ``dir/.wh.name`` → a 0/0 char device ``dir/name``,
+``dir/.wh..wh..opq`` → ``trusted.overlay.opaque="y"`` on ``dir``. A hardlink to a file of a
+parent layer copies that file up first (as overlayfs would), read from the read-only union of
+the parent chain that the caller mounts on demand (``lower()``).
+
+Refused with ``OSError(EINVAL)`` naming the entry (``filename``): ``..`` escapes, hardlinks to
+outside or to nothing, device nodes other than whiteouts, unsupported types, a malformed,
+truncated or unterminated stream. ``OSError(EFBIG)`` past :class:`LayerLimits`. The caller
+removes the half-built layer on any failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tarfile
+from collections.abc import Callable
+from typing import IO
+
+from backends.linux import libc
+from backends.linux.layer_root import (
+    BUFSIZE,
+    DIR,
+    HEADER_CAP,
+    OPAQUE_XATTR,
+    RESOLVE,
+    WH_OPAQUE,
+    WH_PREFIX,
+    XATTR_OK,
+    LayerRoot,
+    bad,
+    clean,
+    is_whiteout,
+    set_meta_fd,
+)
+from engine.kernel import LayerLimits
+
+class _Source:
+    """The raw stream as tarfile's (forward-only) file object.
+
+    Our own buffering instead of tarfile's ``"r|"`` ``_Stream``, whose ``buf = t[size:]``
+    copies the whole read-ahead on every 512-byte header read. It remembers the last read (to
+    check the end-of-archive marker, which tarfile does not insist on) and refuses to read far
+    past what the limits allow (tarfile reads a PAX or GNU long-name header into memory whole).
+    """
+
+    SLACK = 2 * BUFSIZE + 4 * tarfile.RECORDSIZE  # read-ahead, end blocks, record padding
+
+    def __init__(self, raw: IO[bytes], x: LayerRoot) -> None:
+        self.raw, self.x = raw, x
+        self.buf = b""  # unread bytes are buf[off:]
+        self.off = 0
+        self.base = 0  # stream offset of buf[0]
+        self.consumed = 0  # bytes taken from ``raw``
+        self.last: tuple[int, bytes] = (-1, b"")
+
+    def tell(self) -> int:
+        return self.base + self.off
+
+    def seekable(self) -> bool:
+        return False
+
+    def _raw_read(self, n: int) -> bytes:
+        data = self.raw.read(n)
+        self.consumed += len(data)
+        x, lim = self.x, self.x.limits
+        if (self.consumed > lim.max_bytes + (x.entries + 1) * x.per_entry + self.SLACK
+                or self.consumed - x.mark > HEADER_CAP + self.SLACK):
+            raise OSError(errno.EFBIG, f"layer headers exceed the limits near entry {x.current!r}",
+                          x.current)
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        start = self.tell()
+        if n < 0:
+            n = 1 << 62
+        if n <= len(self.buf) - self.off:
+            out = self.buf[self.off:self.off + n]
+            self.off += n
+        else:
+            parts = [self.buf[self.off:]]
+            need = n - len(parts[0])
+            self.base, self.buf, self.off = self.base + len(self.buf), b"", 0
+            while need > 0:
+                data = self._raw_read(BUFSIZE)  # never more: a header may claim any size
+                if not data:
+                    break
+                if len(data) <= need:
+                    parts.append(data)
+                    self.base += len(data)
+                    need -= len(data)
+                else:
+                    parts.append(data[:need])
+                    self.buf, self.off, need = data, need, 0
+            out = b"".join(parts)
+        self.last = (start, out)
+        return out
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        assert whence == 0
+        if self.base <= pos <= self.base + len(self.buf):
+            self.off = pos - self.base
+        elif pos > self.tell():
+            left = pos - self.tell()
+            while left > 0 and self.read(min(left, BUFSIZE)):
+                left = pos - self.tell()
+        else:
+            raise tarfile.ReadError("layer stream cannot seek backwards")
+        return self.tell()
+
+    def block_at(self, offset: int) -> bytes:
+        """The 512 bytes at ``offset`` if they were the last thing read (the end marker)."""
+        start, data = self.last
+        return data if start == offset else b""
+
+
+def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    out = []
+    for k, v in m.pax_headers.items():
+        if k.startswith("SCHILY.xattr."):
+            attr = k[len("SCHILY.xattr."):]
+            if attr.startswith(XATTR_OK):
+                out.append((attr, v.encode("utf-8", "surrogateescape")))
+    return out
+
+
+def apply_member(x: LayerRoot, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    """Create one tar entry inside the layer (see the module docstring for the rules)."""
+    lim = x.limits
+    x.entries += 1
+    if x.entries > lim.max_entries:
+        raise OSError(errno.EFBIG, f"layer has more than {lim.max_entries} entries", m.name)
+    x.total += max(0, m.offset_data - m.offset - x.per_entry)  # oversized headers count as bytes
+    if x.total > lim.max_bytes:
+        raise OSError(errno.EFBIG, f"layer headers exceed {lim.max_bytes} bytes at {m.name!r}", m.name)
+    for text in (m.name, m.linkname):
+        if len(text.encode("utf-8", "surrogateescape")) > lim.max_path:
+            raise bad(m.name, f"path longer than {lim.max_path} bytes")
+    parts = clean(m.name, m.name)
+    try:
+        _apply(x, tf, m, parts)
+    except (ValueError, OverflowError) as e:  # NUL in a name, uid beyond 2**32 …
+        raise bad(m.name, str(e)) from None
+    except OSError as e:
+        if e.errno in (errno.ENAMETOOLONG, errno.ELOOP):  # hostile names/links, not the disk
+            raise bad(m.name, os.strerror(e.errno)) from None
+        raise
+
+
+def _apply(x: LayerRoot, tf: tarfile.TarFile, m: tarfile.TarInfo, parts: list[str]) -> None:
+    base = parts[-1] if parts else ""
+    if base.startswith(WH_PREFIX):
+        dfd = x.dir(parts[:-1], m.name)
+        if base == WH_OPAQUE:
+            os.setxattr(dfd, OPAQUE_XATTR, b"y")
+            return
+        hidden = base[len(WH_PREFIX):]
+        if hidden in ("", ".", "..") or hidden.startswith(WH_PREFIX):
+            raise bad(m.name, "bad whiteout name")
+        x.clear(dfd, hidden)
+        os.mknod(hidden, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd)
+        return
+    if m.islnk():
+        _hardlink(x, m, parts)
+        return
+    if m.ischr() or m.isblk():
+        if not (m.ischr() and m.devmajor == 0 and m.devminor == 0):
+            raise bad(m.name, "device nodes are not allowed in layers")
+    elif not (m.isreg() or m.isdir() or m.issym() or m.isfifo()):
+        raise bad(m.name, f"unsupported entry type {m.type!r}")
+    if not parts:
+        if not m.isdir():
+            raise bad(m.name, "the layer root must be a directory")
+        set_meta_fd(x.rootfd, m.uid, m.gid, m.mode & 0o7777, m.mtime)
+        x.dir_times[""] = m.mtime
+        return
+    dfd = x.dir(parts[:-1], m.name)
+    name = parts[-1]
+    if m.isdir():
+        _mkdir(x, dfd, name, parts, m)
+    elif m.isreg():
+        if x.total + m.size > x.limits.max_bytes:
+            raise OSError(errno.EFBIG, f"layer content exceeds {x.limits.max_bytes} bytes at {m.name!r}",
+                          m.name)
+        x.total += m.size
+        _file(x, tf, dfd, name, m)
+    elif m.issym():
+        _create(x, dfd, name, lambda: os.symlink(m.linkname, name, dir_fd=dfd))
+        os.chown(name, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+        os.utime(name, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
+    elif m.isfifo():
+        _create(x, dfd, name, lambda: os.mkfifo(name, 0o600, dir_fd=dfd))
+        os.chown(name, m.uid, m.gid, dir_fd=dfd, follow_symlinks=False)
+        os.chmod(name, m.mode & 0o7777, dir_fd=dfd)  # a fifo we just made: not a symlink
+        os.utime(name, (m.mtime, m.mtime), dir_fd=dfd, follow_symlinks=False)
+    else:  # the overlayfs spelling of a whiteout: char device 0/0
+        _create(x, dfd, name, lambda: os.mknod(name, stat.S_IFCHR, os.makedev(0, 0), dir_fd=dfd))
+
+
+def _create(x: LayerRoot, dfd: int, name: str, make: Callable[[], object]) -> None:
+    """``make()`` the final component; an existing entry of this layer is replaced."""
+    try:
+        make()
+    except FileExistsError:
+        x.clear(dfd, name)
+        make()
+
+
+def _mkdir(x: LayerRoot, dfd: int, name: str, parts: list[str], m: tarfile.TarInfo) -> None:
+    try:
+        os.mkdir(name, 0o700, dir_fd=dfd)
+    except FileExistsError:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):  # a dir stays a dir (its contents too); others go
+            x.clear(dfd, name)
+            os.mkdir(name, 0o700, dir_fd=dfd)
+    fd = os.open(name, DIR | os.O_NOFOLLOW, dir_fd=dfd)
+    x._remember("/".join(parts), fd)  # the next entries most likely go inside it
+    os.fchown(fd, m.uid, m.gid)
+    os.fchmod(fd, m.mode & 0o7777)
+    for attr, value in _xattrs(m):
+        os.setxattr(fd, attr, value)
+    x.dir_times["/".join(parts)] = m.mtime
+
+
+def _file(x: LayerRoot, tf: tarfile.TarFile, dfd: int, name: str, m: tarfile.TarInfo) -> None:
+    flags = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dfd)
+    except FileExistsError:
+        x.clear(dfd, name)
+        fd = os.open(name, flags, 0o600, dir_fd=dfd)
+    try:
+        if m.sparse is not None:
+            src: IO[bytes] | None = tf.extractfile(m)
+            assert src is not None
+            read: Callable[[int], bytes] = src.read
+        else:
+            read = tf.fileobj.read  # the stream (our _Source), at the data
+        left = m.size
+        while left:
+            chunk = read(min(left, BUFSIZE))
+            if not chunk:
+                raise tarfile.ReadError("unexpected end of data")
+            left -= len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+        for attr, value in _xattrs(m):
+            os.setxattr(fd, attr, value)
+        set_meta_fd(fd, m.uid, m.gid, m.mode & 0o7777, m.mtime)
+    finally:
+        os.close(fd)
+
+
+def _hardlink(x: LayerRoot, m: tarfile.TarInfo, parts: list[str]) -> None:
+    if not parts:
+        raise bad(m.name, "hardlink at the root")
+    src = clean(m.linkname, m.name, "hardlink target")
+    if not src:
+        raise bad(m.name, f"hardlink target {m.linkname!r} is not in the layer")
+    sfd = os.dup(x.dir(src[:-1], m.name))  # dup: the cache may close it meanwhile
+    try:
+        try:
+            st: os.stat_result | None = os.stat(src[-1], dir_fd=sfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            if not x.copy_up(sfd, src[-1], [*x.canonical(sfd), src[-1]]):
+                raise bad(m.name, f"hardlink target {m.linkname!r} is not in the layer")
+            st = os.stat(src[-1], dir_fd=sfd, follow_symlinks=False)
+        elif stat.S_ISDIR(st.st_mode) or is_whiteout(st):
+            raise bad(m.name, f"hardlink target {m.linkname!r} is not in the layer")
+        dfd = x.dir(parts[:-1], m.name)
+        try:
+            old = os.stat(parts[-1], dir_fd=dfd, follow_symlinks=False)
+            if (old.st_dev, old.st_ino) == (st.st_dev, st.st_ino):
+                return  # a link to itself
+        except FileNotFoundError:
+            pass
+        _create(x, dfd, parts[-1], lambda: os.link(src[-1], parts[-1], src_dir_fd=sfd, dst_dir_fd=dfd,
+                                                   follow_symlinks=False))
+    finally:
+        os.close(sfd)
+
+
+def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], int | None]) -> None:
+    """Unpack the uncompressed tar stream ``tar`` into the (empty) directory ``root``.
+
+    ``lower()`` returns an fd of the read-only union of the parent layers (mounted on first
+    call by the caller), or None without a parent. Raises as the module docstring says; on
+    failure ``root`` holds garbage the caller must delete.
+    """
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    x = LayerRoot(rootfd, limits, lower)
+    reader = _Source(tar, x)
+    try:
+        with tarfile.open(fileobj=reader, mode="r:") as tf:  # type: ignore[call-overload]
+            while True:
+                m = tf.next()
+                if m is None:
+                    break
+                tf.members.clear()  # streaming: do not keep every TarInfo
+                x.current = m.name
+                apply_member(x, tf, m)
+                x.mark = tf.offset
+            end = reader.block_at(tf.offset)
+        if len(end) != tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("missing end-of-archive marker")
+        _fix_dir_times(x)
+    except (tarfile.TarError, EOFError, UnicodeError) as e:
+        raise OSError(errno.EINVAL, f"corrupt/truncated layer at {x.current!r}: {e}", x.current) from None
+    finally:
+        x.forget()
+        os.close(rootfd)
+
+
+def _fix_dir_times(x: LayerRoot) -> None:
+    """Directory mtimes last: creating entries inside a dir changes its mtime."""
+    for path, mtime in sorted(x.dir_times.items(), reverse=True):
+        try:
+            fd = libc.openat2(x.rootfd, path or ".", DIR, resolve=RESOLVE)
+        except OSError:
+            continue  # replaced by a non-dir later in the stream
+        try:
+            ns = int(mtime * 1_000_000_000)
+            os.utime(fd, ns=(ns, ns))
+        finally:
+            os.close(fd)
+
+
+def du(root: str) -> int:
+    """Bytes of regular-file content below ``root``, each hardlinked inode counted once."""
+    seen: set[int] = set()
+    total = 0
+    stack = [root]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for ent in it:
+                if ent.is_dir(follow_symlinks=False):
+                    stack.append(ent.path)
+                elif ent.is_file(follow_symlinks=False):
+                    st = ent.stat(follow_symlinks=False)
+                    if st.st_nlink > 1:
+                        if st.st_ino in seen:
+                            continue
+                        seen.add(st.st_ino)
+                    total += st.st_size
+    return total

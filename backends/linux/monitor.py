@@ -1,0 +1,530 @@
+"""The per-container (and per-exec) monitor: a small process that outlives the daemon.
+
+It is forked from the zygote (``backends.linux.zygote``), so it costs a fork, not a Python start,
+and shares the zygote's pages copy-on-write. One monitor per spawned sandbox and per exec:
+
+1. reads one request (``spawn`` or ``exec``) from the connection the zygote handed it;
+2. sets up the stdio (pipes, or a pty whose slave becomes the controlling terminal), the json-file
+   log, the attach socket ``<dir>/attach.sock``, and a CLOEXEC error pipe;
+3. ``spawn``: ``unshare(CLONE_NEWPID)`` then fork → the child (PID 1 of the new pid namespace)
+   runs ``sandbox.init_main``; ``exec``: ``setns`` into the target's pid namespace then fork → the
+   child runs ``sandbox.exec_main``. A child that fails sends ``{errno, strerror, filename}`` on the
+   error pipe; EOF on it means execve succeeded;
+4. replies ``{"pid", "monitor"}`` (plus pidfds of both, by SCM_RIGHTS) or ``{"error": [...]}``,
+   writes ``state.json`` before replying;
+5. loops (poll, no asyncio): output → log and attached clients; client frames → stdin / resize;
+   child exit → drain, flush the log, write ``exit.json`` atomically, send the exit frame, exit.
+
+Attach gate: output is not read until the first client attaches or ``ATTACH_GRACE`` seconds after
+the exec, whichever comes first (it waits in the pipe meanwhile). So a client attaching right after
+``spawn`` returns sees the output from the very start, while "output after the attach began" holds
+for any later client, and nothing is ever in the log *and* replayed.
+
+Frames (both ways): 1 byte kind + 4 bytes big-endian length + payload.
+monitor→client: ``H`` hello (JSON ``{"tty", "stdin"}``), ``O``/``E`` stdout/stderr data,
+``X`` exit (JSON status). client→monitor: ``I`` stdin data, ``C`` close stdin, ``R`` resize
+(``>HH`` rows, cols).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import fcntl
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import termios
+import time
+import traceback
+from array import array
+from dataclasses import fields, is_dataclass
+from typing import Any, NoReturn
+
+from backends.linux import libc
+from engine.containers.logfile import LogWriter
+from engine.kernel import (ExecSpec, LogSpec, MountSpec, Namespace, Rlimit, SpawnSpec,
+                           StdioSpec)
+
+ATTACH_GRACE = 0.2  # seconds the output waits for a first client before it is read anyway
+DRAIN_GRACE = 0.5  # after the exit, how long to wait for EOF from writers that outlive the child
+FLUSH_DEADLINE = 2.0  # at the end, how long slow clients get to take their last frames
+CLIENT_BUF_MAX = 8 << 20  # a client that lags more than this is dropped
+FRAME = struct.Struct(">cI")
+HELLO, OUT, ERR, EXIT = b"H", b"O", b"E", b"X"
+STDIN, CLOSE_STDIN, RESIZE = b"I", b"C", b"R"
+SOCK_NAME = "attach.sock"
+
+
+# ---- wire helpers (shared with the daemon side) ----------------------------------------------
+def frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return FRAME.pack(kind, len(payload)) + payload
+
+
+def send_msg(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> None:
+    """A length-prefixed JSON message, optionally carrying fds (SCM_RIGHTS)."""
+    data = json.dumps(obj).encode()
+    data = struct.pack(">I", len(data)) + data
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds))])
+    else:
+        sock.sendall(data)
+
+
+def recv_msg(sock: socket.socket) -> tuple[Any, list[int]]:
+    """Inverse of :func:`send_msg`. Raises ``OSError(EIO)`` if the peer closes early."""
+    buf, fds = bytearray(), []
+    need = 4
+    while len(buf) < need:
+        data, anc, _, _ = sock.recvmsg(max(need - len(buf), 4096), socket.CMSG_SPACE(16),
+                                       socket.MSG_CMSG_CLOEXEC)
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds += array("i", raw[:len(raw) - len(raw) % 4])
+        if not data:
+            for fd in fds:
+                os.close(fd)
+            raise OSError(errno.EIO, "monitor closed the connection without a reply")
+        buf += data
+        if need == 4 and len(buf) >= 4:
+            need = 4 + struct.unpack(">I", buf[:4])[0]
+    return json.loads(bytes(buf[4:need])), fds
+
+
+def encode(obj: Any) -> Any:
+    """A spec as JSON-able data (bytes as ``{"$hex": ...}``, sets and tuples as lists)."""
+    if is_dataclass(obj):
+        return {f.name: encode(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, bytes):
+        return {"$hex": obj.hex()}
+    if isinstance(obj, (tuple, list, frozenset, set)):
+        return [encode(x) for x in (sorted(obj) if isinstance(obj, (set, frozenset)) else obj)]
+    return obj
+
+
+def _stdio(d: dict[str, Any]) -> StdioSpec:
+    log = d.get("log")
+    return StdioSpec(log=LogSpec(**log) if log else None, stdin_open=d["stdin_open"], tty=d["tty"])
+
+
+def decode_spawn(d: dict[str, Any]) -> SpawnSpec:
+    d = dict(d)
+    for name in ("argv", "env", "cap_add", "cap_drop"):
+        d[name] = tuple(d[name])
+    d["namespaces"] = frozenset(Namespace(n) for n in d["namespaces"])
+    d["stdio"] = _stdio(d["stdio"])
+    d["mounts"] = tuple(MountSpec(**{**m, "options": tuple(m["options"])}) for m in d["mounts"])
+    d["rlimits"] = tuple(Rlimit(**r) for r in d["rlimits"])
+    d["etc_files"] = tuple((p, bytes.fromhex(b["$hex"])) for p, b in d["etc_files"])
+    return SpawnSpec(**d)
+
+
+def decode_exec(d: dict[str, Any]) -> ExecSpec:
+    return ExecSpec(**{**d, "argv": tuple(d["argv"]), "env": tuple(d["env"]),
+                       "stdio": _stdio(d["stdio"])})
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Atomically: write a temp file, fsync, rename over ``path``, fsync the directory."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def start_ticks(pid: int) -> int:
+    """Field 22 of /proc/<pid>/stat (start time in clock ticks since boot): with the pid, an
+    identity that survives pid reuse. Raises ``ProcessLookupError``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ProcessLookupError(errno.ESRCH, f"no such process: {pid}") from None
+    return int(raw[raw.rindex(b")") + 2:].split()[19])
+
+
+def sock_path(dir_fd: int) -> str:
+    """A short path to ``<dir>/attach.sock`` (sun_path holds only 108 bytes)."""
+    return f"/proc/self/fd/{dir_fd}/{SOCK_NAME}"
+
+
+def set_title(title: str) -> None:
+    """Overwrite our argv area so ``ps``/``pgrep -f`` show ``title`` (as setproctitle does).
+
+    The zygote is started with a padding argument that reserves the room."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/self/stat", "rb") as fh:
+            raw = fh.read()
+        rest = raw[raw.rindex(b")") + 2:].split()
+        start, end = int(rest[45]), int(rest[46])
+        data = title.encode()[:end - start - 1]
+        ctypes.memmove(start, data + b"\0" * (end - start - len(data)), end - start)
+
+
+# ---- the monitor -------------------------------------------------------------------------------
+class _Client:
+    __slots__ = ("sock", "rbuf", "wbuf")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.rbuf, self.wbuf = sock, bytearray(), bytearray()
+
+
+class Monitor:
+    """One container's (or exec's) monitor. :meth:`start` forks the child; :meth:`run` loops."""
+
+    def __init__(self, req: dict[str, Any], sandbox_module: str) -> None:
+        self.req = req
+        self.op: str = req["op"]
+        self.dir: str = req["dir"]
+        self.sandbox = importlib.import_module(sandbox_module)  # preloaded by the zygote
+        self.spec: SpawnSpec | ExecSpec = (decode_spawn(req["spec"]) if self.op == "spawn"
+                                           else decode_exec(req["spec"]))
+        self.tty = self.spec.stdio.tty
+        self.pid = 0
+        self.pidfd = -1
+        self.out: dict[int, bytes] = {}  # readable fd -> frame kind
+        self.stdin_fd: int | None = None
+        self.stdin_buf = bytearray()
+        self.stdin_closing = False
+        self.master: int | None = None
+        self.log: LogWriter | None = None
+        self.listener: socket.socket | None = None
+        self.clients: dict[int, _Client] = {}
+        self.status: dict[str, int] | None = None
+        self._child_fds: list[int] = []
+
+    # -- start ----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create the stdio and fork the child. Raises the child's OSError if its exec failed."""
+        spec, stdio = self.spec, self.spec.stdio
+        if stdio.log is not None:
+            self.log = LogWriter(stdio.log.path, stdio.log.max_size, stdio.log.max_files)
+        if self.tty:
+            self.master, slave = os.openpty()
+            os.set_blocking(self.master, False)
+            self._child_fds = [slave, slave, slave]
+            self.out[self.master] = OUT
+            self.stdin_fd = self.master if stdio.stdin_open else None
+        else:
+            if stdio.stdin_open:
+                r, self.stdin_fd = os.pipe()
+                os.set_blocking(self.stdin_fd, False)
+            else:
+                r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            self.out = {out_r: OUT, err_r: ERR}
+            self._child_fds = [r, out_w, err_w]
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dfd = os.open(self.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.listener.bind(sock_path(dfd))
+        finally:
+            os.close(dfd)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        if self.op == "spawn":
+            assert isinstance(spec, SpawnSpec)
+            if Namespace.PID in spec.namespaces:
+                libc.unshare(libc.CLONE_NEWPID)  # our next child is PID 1 of a new namespace
+        else:
+            self._enter_target_pidns()
+        pid = os.fork()
+        if pid == 0:
+            os.close(err_r)
+            self._child(err_w)
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        os.close(err_w)
+        for fd in set(self._child_fds):
+            os.close(fd)
+        self._child_fds = []
+        report = bytearray()
+        while chunk := os.read(err_r, 4096):
+            report += chunk
+        os.close(err_r)
+        if report:
+            os.waitpid(pid, 0)
+            err = json.loads(report)
+            raise OSError(err["errno"], err["strerror"], *([err["filename"]] if err["filename"] else []))
+        state = {"op": self.op, "pid": pid, "start": start_ticks(pid), "monitor": os.getpid(),
+                 "monitor_start": start_ticks(os.getpid()), "started": time.time(),
+                 "tty": self.tty, "stdin": stdio.stdin_open}
+        state.update(self.req.get("state", {}))
+        write_json(os.path.join(self.dir, "state.json"), state)
+        self.started = time.monotonic()
+
+    def _enter_target_pidns(self) -> None:
+        target = self.req["target"]
+        try:
+            fd = os.open(f"/proc/{target}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ProcessLookupError(errno.ESRCH, f"no such process: {target}") from None
+        try:
+            if start_ticks(target) != self.req["target_start"]:
+                raise ProcessLookupError(errno.ESRCH, f"no such process: {target}")
+            libc.setns(fd, libc.CLONE_NEWPID)  # affects our children only
+        finally:
+            os.close(fd)
+
+    def _child(self, err_w: int) -> NoReturn:
+        """In the forked child: stdio on 0-2, a session (and controlling tty), then the sandbox."""
+        try:
+            for i, fd in enumerate(self._child_fds):
+                os.dup2(fd, i)  # dup2'd fds are inheritable
+            os.setsid()
+            if self.tty:
+                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP, signal.SIGTERM,
+                        signal.SIGXFSZ, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])
+            if self.op == "spawn":
+                self.sandbox.init_main(self.spec, cgroup_procs=self.req["cgroup_procs"],
+                                       netns_path=self.req["netns_path"])
+            else:
+                init = self.req.get("init_spec")
+                self.sandbox.exec_main(self.req["target"], self.spec, self.req["init_cwd"],
+                                       cgroup_procs=self.req["cgroup_procs"],
+                                       init_spec=decode_spawn(init) if init else None)
+            raise OSError(errno.EIO, "sandbox entry returned")
+        except OSError as e:
+            report = {"errno": e.errno or errno.EIO, "strerror": e.strerror or str(e),
+                      "filename": None if e.filename is None else str(e.filename)}
+        except BaseException as e:  # noqa: BLE001 - must never return into the monitor's code
+            report = {"errno": errno.EIO, "strerror": f"{type(e).__name__}: {e}", "filename": None}
+        try:
+            os.write(err_w, json.dumps(report).encode())
+        finally:
+            os._exit(127)
+
+    def abort(self) -> None:
+        """After a failed :meth:`start`: close what was made (the daemon removes the dir)."""
+        for fd in set(self._child_fds) | set(self.out) | {self.stdin_fd or -1, self.pidfd}:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        if self.listener is not None:
+            self.listener.close()
+        if self.log is not None:
+            self.log.close()
+
+    # -- loop -------------------------------------------------------------------------------------
+    def run(self) -> None:
+        reading, gate = False, self.started + ATTACH_GRACE
+        drain_until: float | None = None
+        assert self.listener is not None
+        lfd = self.listener.fileno()
+        while True:
+            now = time.monotonic()
+            if not reading and (self.clients or now >= gate):
+                reading = True
+            if self.status is not None and reading:
+                if drain_until is None:
+                    drain_until = now + DRAIN_GRACE
+                if not self.out or now >= drain_until:
+                    break
+            poller = select.poll()
+            want: dict[int, int] = {lfd: select.POLLIN}
+            if self.pidfd >= 0:
+                want[self.pidfd] = select.POLLIN
+            if reading:
+                for fd in self.out:
+                    want[fd] = want.get(fd, 0) | select.POLLIN
+            if self.stdin_fd is not None and self.stdin_buf:
+                want[self.stdin_fd] = want.get(self.stdin_fd, 0) | select.POLLOUT
+            for fd, c in self.clients.items():
+                want[fd] = select.POLLIN | (select.POLLOUT if c.wbuf else 0)
+            for fd, mask in want.items():
+                poller.register(fd, mask)
+            deadline = gate if not reading else drain_until
+            timeout = None if deadline is None else max(0, int((deadline - now) * 1000) + 1)
+            for fd, ev in poller.poll(timeout):
+                if fd == lfd:
+                    self._accept()
+                elif fd == self.pidfd:
+                    self._reap()
+                else:
+                    if fd in self.clients:
+                        self._client_io(fd, ev)
+                    else:
+                        if ev & (select.POLLIN | select.POLLHUP | select.POLLERR) and fd in self.out:
+                            self._read_output(fd)
+                        if ev & (select.POLLOUT | select.POLLERR) and fd == self.stdin_fd:
+                            self._write_stdin()
+        self._finish()
+
+    def _reap(self) -> None:
+        pid, st = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return
+        self.status = ({"signal": os.WTERMSIG(st)} if os.WIFSIGNALED(st)
+                       else {"code": os.WEXITSTATUS(st)})
+        os.close(self.pidfd)
+        self.pidfd = -1
+
+    def _accept(self) -> None:
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(False)
+        c = _Client(sock)
+        c.wbuf += frame(HELLO, json.dumps({"tty": self.tty, "stdin": self.stdin_fd is not None
+                                          and not self.stdin_closing}).encode())
+        self.clients[sock.fileno()] = c
+
+    def _drop(self, fd: int) -> None:
+        c = self.clients.pop(fd)
+        c.sock.close()
+
+    def _client_io(self, fd: int, ev: int) -> None:
+        c = self.clients[fd]
+        if ev & select.POLLOUT and c.wbuf:
+            try:
+                n = c.sock.send(c.wbuf)
+                del c.wbuf[:n]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._drop(fd)
+                return
+        if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
+            try:
+                data = c.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._drop(fd)
+                return
+            c.rbuf += data
+            while len(c.rbuf) >= FRAME.size:
+                kind, n = FRAME.unpack_from(c.rbuf)
+                if len(c.rbuf) < FRAME.size + n:
+                    break
+                payload = bytes(c.rbuf[FRAME.size:FRAME.size + n])
+                del c.rbuf[:FRAME.size + n]
+                self._command(kind, payload)
+
+    def _command(self, kind: bytes, payload: bytes) -> None:
+        if kind == STDIN and self.stdin_fd is not None and not self.stdin_closing:
+            self.stdin_buf += payload
+            self._write_stdin()
+        elif kind == CLOSE_STDIN and self.stdin_fd is not None and not self.stdin_closing:
+            if self.tty:
+                self.stdin_buf += b"\x04"  # VEOF: the reader of the terminal sees end of file
+            self.stdin_closing = True
+            self._write_stdin()
+        elif kind == RESIZE and self.master is not None and len(payload) == 4:
+            rows, cols = struct.unpack(">HH", payload)
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def _write_stdin(self) -> None:
+        fd = self.stdin_fd
+        if fd is None:
+            return
+        try:
+            while self.stdin_buf:
+                n = os.write(fd, self.stdin_buf)
+                del self.stdin_buf[:n]
+        except BlockingIOError:
+            return
+        except OSError:  # EPIPE: the process closed its stdin; EIO: the tty is gone
+            self.stdin_buf.clear()
+            self.stdin_closing = True
+        if self.stdin_closing and not self.stdin_buf:
+            self.stdin_fd = None
+            if fd != self.master:
+                os.close(fd)
+
+    def _read_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO from a pty master once every slave is closed
+            data = b""
+        if not data:
+            del self.out[fd]
+            if fd != self.master:
+                os.close(fd)
+            return
+        kind = self.out[fd]
+        if self.log is not None:
+            self.log.write(1 if kind == OUT else 2, data)
+        chunk = frame(kind, data)
+        for cfd, c in list(self.clients.items()):
+            c.wbuf += chunk
+            if len(c.wbuf) > CLIENT_BUF_MAX:
+                self._drop(cfd)
+
+    def _finish(self) -> None:
+        for fd in list(self.out):  # what is left in the pipes without blocking
+            for _ in range(64):
+                if fd not in self.out or not select.select([fd], [], [], 0)[0]:
+                    break
+                self._read_output(fd)
+        if self.log is not None:
+            self.log.close()
+        assert self.status is not None
+        write_json(os.path.join(self.dir, "exit.json"), self.status)
+        end = frame(EXIT, json.dumps(self.status).encode())
+        deadline = time.monotonic() + FLUSH_DEADLINE
+        for fd, c in list(self.clients.items()):
+            c.wbuf += end
+            c.sock.setblocking(True)
+            c.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            with contextlib.suppress(OSError):
+                c.sock.sendall(c.wbuf)
+            self._drop(fd)
+
+
+def serve(conn_fd: int, sandbox_module: str) -> NoReturn:
+    """Entry point of a monitor freshly forked by the zygote (fd 0-2 are /dev/null or a log)."""
+    code = 0
+    try:
+        os.chdir("/")
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        os.set_inheritable(conn_fd, False)  # SCM_RIGHTS fds arrive without O_CLOEXEC
+        conn = socket.socket(fileno=conn_fd)
+        req, _ = recv_msg(conn)
+        kind = "monitor" if req["op"] == "spawn" else "exec"
+        set_title(f"wharfie-{kind} {req.get('state', {}).get('id', '')}")
+        mon = Monitor(req, sandbox_module)
+        try:
+            mon.start()
+        except OSError as e:
+            mon.abort()
+            send_msg(conn, {"error": [e.errno, e.strerror, e.filename]})
+            conn.close()
+            os._exit(0)
+        selffd = os.pidfd_open(os.getpid())
+        send_msg(conn, {"pid": mon.pid, "monitor": os.getpid()}, [mon.pidfd, selffd])
+        os.close(selffd)
+        conn.close()
+        mon.run()
+    except BaseException:  # noqa: BLE001 - a monitor never unwinds into the zygote's loop
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)

@@ -1,0 +1,386 @@
+"""The Processes role of LinuxKernel (see ``engine.kernel.Processes`` for the contract).
+
+Every spawned sandbox and every exec has a monitor (``backends.linux.monitor``) forked from the
+zygote (``backends.linux.zygote``) and a state directory:
+``<exec_root>/sandboxes/<id>.<token>/`` or ``<exec_root>/execs/<token>/`` holding ``state.json``
+(written before spawn returns), ``exit.json`` (written by the monitor when the process ended) and
+``attach.sock``. The directory *is* the record: a new LinuxKernel over the same ``exec_root``
+(a restarted daemon) adopts whatever it finds there, running or ended.
+
+Pids are tracked through pidfds (pid reuse cannot misdirect a signal): one on the process, one on
+its monitor. ``wait`` waits for the *monitor* to exit, which it does right after writing
+``exit.json`` and delivering the last output, so a returned status comes with complete logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import json
+import os
+import re
+import secrets
+import select
+import shutil
+from typing import TYPE_CHECKING, Any
+
+from backends.linux import attach, libc
+from backends.linux.monitor import encode
+from backends.linux.procfs import open_pidfd, sandbox_processes
+from backends.linux.zygote import ZygoteClient
+from engine.kernel import (SIGKILL, ExecSpec, ExitStatus, Pid, ProcessInfo, SandboxInfo,
+                           SpawnSpec, Stdio)
+
+if TYPE_CHECKING:
+    from engine.kernel import CgroupStats
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _esrch(pid: int, why: str = "no such process") -> ProcessLookupError:
+    return ProcessLookupError(errno.ESRCH, f"{why}: {pid}")
+
+
+class _Proc:
+    """What the daemon knows of one spawned or exec'd process."""
+
+    def __init__(self, path: str, state: dict[str, Any]) -> None:
+        self.dir = path
+        self.state = state
+        self.kind = "sandbox" if state["op"] == "spawn" else "exec"
+        self.pid = int(state["pid"])
+        self.id = str(state.get("id", ""))
+        self.pidfd: int | None = None
+        self.monfd: int | None = None
+        self.status: ExitStatus | None = None
+        self.fut: asyncio.Future[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.watch_fd: int | None = None
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
+
+def _read_exit(path: str) -> ExitStatus | None:
+    try:
+        with open(os.path.join(path, "exit.json")) as fh:
+            st = json.load(fh)
+    except (FileNotFoundError, ValueError):
+        return None
+    return ExitStatus(code=st.get("code"), signal=st.get("signal"))
+
+
+class LinuxProcesses:
+    """Mixin of LinuxKernel: sandboxes and execs through per-process monitors."""
+
+    exec_root: str
+    _px_sandbox_module = "backends.linux.sandbox"  # tests may point the zygote at a stand-in
+
+    if TYPE_CHECKING:
+        def _cgroup_procs_files(self, path: str) -> list[str]: ...
+        def _netns_path(self, name: str) -> str: ...
+        async def cgroup_stats(self, path: str) -> CgroupStats: ...
+
+    # ---- lifecycle of the role --------------------------------------------------------------
+    def _init_processes(self) -> None:
+        self._px_procs: dict[int, _Proc] = {}
+        self._px_dirs: set[str] = set()
+        self._px_spawning: dict[str, str] = {}  # id -> rootfs of spawns in flight
+        self._px_zygote: ZygoteClient | None = None
+        for sub in ("sandboxes", "execs"):
+            os.makedirs(os.path.join(self.exec_root, sub), mode=0o700, exist_ok=True)
+        self._px_scan()
+
+    def _leaks_processes(self) -> list[str]:
+        self._px_scan()
+        return [f"{p.pid} ({p.kind} {p.id})" for p in self._px_procs.values() if self._px_status(p) is None]
+
+    async def _close_processes(self) -> None:
+        for p in self._px_procs.values():
+            self._px_unwatch(p)
+            self._px_close_fds(p)
+        self._px_procs.clear()
+        self._px_dirs.clear()
+        if self._px_zygote is not None:
+            await asyncio.to_thread(self._px_zygote.close)
+            self._px_zygote = None
+
+    def _live_rootfs(self) -> set[str]:
+        live = {p.state["rootfs"] for p in self._px_procs.values()
+                if p.kind == "sandbox" and self._px_status(p) is None}
+        return live | set(self._px_spawning.values())
+
+    def _live_netns(self) -> set[str]:
+        return {p.state["netns"] for p in self._px_procs.values()
+                if p.kind == "sandbox" and p.state.get("netns") and self._px_status(p) is None}
+
+    # ---- records ------------------------------------------------------------------------------
+    def _px_scan(self) -> None:
+        """Adopt every state directory not known yet (sandboxes of an earlier daemon)."""
+        for sub in ("sandboxes", "execs"):
+            base = os.path.join(self.exec_root, sub)
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(base, name)
+                if path in self._px_dirs:
+                    continue
+                try:
+                    with open(os.path.join(path, "state.json")) as fh:
+                        state = json.load(fh)
+                except (FileNotFoundError, NotADirectoryError, ValueError):
+                    continue  # a spawn in flight, or one that failed half-way
+                proc = _Proc(path, state)
+                proc.monfd = open_pidfd(state["monitor"], state["monitor_start"])
+                proc.pidfd = open_pidfd(proc.pid, state["start"])
+                # exit.json is read after the pidfds are taken: no window where both miss
+                proc.status = _read_exit(path)
+                if proc.status is None and proc.monfd is None and proc.pidfd is None:
+                    proc.status = ExitStatus(signal=SIGKILL)  # monitor and process vanished
+                if proc.status is not None:
+                    self._px_close_fds(proc)
+                self._px_register(proc)
+
+    def _px_register(self, proc: _Proc) -> None:
+        old = self._px_procs.get(proc.pid)
+        if old is not None:  # pid reuse after an unreleased exit: the old record goes
+            self._px_unwatch(old)
+            self._px_close_fds(old)
+        self._px_procs[proc.pid] = proc
+        self._px_dirs.add(proc.dir)
+
+    def _px_get(self, pid: int) -> _Proc:
+        proc = self._px_procs.get(pid)
+        if proc is None:
+            self._px_scan()
+            proc = self._px_procs.get(pid)
+        if proc is None:
+            raise _esrch(pid)
+        return proc
+
+    def _px_status(self, proc: _Proc) -> ExitStatus | None:
+        """The exit status if the process has ended (non-blocking), else None."""
+        if proc.status is not None:
+            return proc.status
+        if proc.monfd is not None:
+            if not _readable(proc.monfd):
+                return None
+            st = _read_exit(proc.dir)
+            if st is None and proc.pidfd is not None and not _readable(proc.pidfd):
+                # the monitor died but its process lives on: watch the process itself
+                self._px_unwatch(proc)
+                os.close(proc.monfd)
+                proc.monfd = None
+                return None
+        elif proc.pidfd is not None and not _readable(proc.pidfd):
+            return None
+        else:
+            st = _read_exit(proc.dir)
+        self._px_settle(proc, st or ExitStatus(signal=SIGKILL))
+        return proc.status
+
+    def _px_settle(self, proc: _Proc, status: ExitStatus) -> None:
+        proc.status = status
+        self._px_unwatch(proc)
+        self._px_close_fds(proc)
+        if proc.fut is not None and not proc.fut.done():
+            proc.fut.set_result(None)
+
+    def _px_close_fds(self, proc: _Proc) -> None:
+        for fd in (proc.pidfd, proc.monfd):
+            if fd is not None:
+                os.close(fd)
+        proc.pidfd = proc.monfd = None
+
+    def _px_unwatch(self, proc: _Proc) -> None:
+        if proc.watch_fd is not None and proc.loop is not None and not proc.loop.is_closed():
+            proc.loop.remove_reader(proc.watch_fd)
+        proc.watch_fd = None
+
+    def _px_exit_future(self, proc: _Proc) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        if proc.fut is not None and proc.loop is loop and not proc.fut.done() and proc.watch_fd is not None:
+            return proc.fut
+        self._px_unwatch(proc)
+        fut: asyncio.Future[None] = loop.create_future()
+        fd = proc.monfd if proc.monfd is not None else proc.pidfd
+        assert fd is not None
+        proc.fut, proc.loop, proc.watch_fd = fut, loop, fd
+
+        def ready() -> None:
+            self._px_unwatch(proc)
+            self._px_status(proc)
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(fd, ready)
+        return fut
+
+    def _px_zygote_client(self) -> ZygoteClient:
+        if self._px_zygote is None:
+            self._px_zygote = ZygoteClient(os.path.join(self.exec_root, "zygote.log"), self._px_sandbox_module)
+        return self._px_zygote
+
+    async def _px_start(self, path: str, request: dict[str, Any]) -> Pid:
+        """Have the zygote fork a monitor for ``request``; the new process's pid once exec'd."""
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(None, self._px_zygote_client().call, request)
+        try:
+            reply, fds = await asyncio.shield(call)
+        except asyncio.CancelledError:  # the monitor goes on: record its outcome when it comes
+            call.add_done_callback(lambda f: self._px_late_start(path, f))
+            raise
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)
+            raise
+        return self._px_finish_start(path, reply, fds)
+
+    def _px_late_start(self, path: str, call: asyncio.Future[tuple[Any, list[int]]]) -> None:
+        if call.cancelled() or call.exception() is not None:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        with contextlib.suppress(OSError):
+            self._px_finish_start(path, *call.result())
+
+    def _px_finish_start(self, path: str, reply: dict[str, Any], fds: list[int]) -> Pid:
+        if "error" in reply or len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            shutil.rmtree(path, ignore_errors=True)
+            code, msg, filename = reply.get("error") or (errno.EIO, "monitor failed", None)
+            raise OSError(code, msg, *(() if filename is None else (filename,)))
+        with open(os.path.join(path, "state.json")) as fh:
+            proc = _Proc(path, json.load(fh))
+        proc.pidfd, proc.monfd = fds
+        self._px_register(proc)
+        return Pid(proc.pid)
+
+    # ---- the role ------------------------------------------------------------------------------
+    async def spawn(self, spec: SpawnSpec) -> Pid:
+        if not _ID.match(spec.id):
+            raise OSError(errno.EINVAL, f"invalid sandbox id {spec.id!r}")
+        if not spec.argv:
+            raise OSError(errno.EINVAL, "empty argv")
+        self._px_scan()
+        if spec.id in self._px_spawning or any(
+                p.kind == "sandbox" and p.id == spec.id and self._px_status(p) is None
+                for p in self._px_procs.values()):
+            raise FileExistsError(errno.EEXIST, f"sandbox {spec.id} is running", spec.id)
+        rootfs = os.path.normpath(os.path.abspath(spec.rootfs))
+        if not os.path.isdir(rootfs):
+            raise FileNotFoundError(errno.ENOENT, f"rootfs {spec.rootfs} does not exist", spec.rootfs)
+        cgroup_procs = self._cgroup_procs_files(spec.cgroup) if spec.cgroup else []
+        netns_path = self._netns_path(spec.netns) if spec.netns else None
+        path = os.path.join(self.exec_root, "sandboxes", f"{spec.id}.{secrets.token_hex(4)}")
+        os.mkdir(path, 0o700)
+        request = {"op": "spawn", "dir": path, "spec": encode(spec), "cgroup_procs": cgroup_procs,
+                   "netns_path": netns_path,
+                   "state": {"id": spec.id, "rootfs": rootfs, "netns": spec.netns,
+                             "cgroup": spec.cgroup, "cwd": spec.cwd or "/", "spec": encode(spec)}}
+        self._px_spawning[spec.id] = rootfs
+        try:
+            return await self._px_start(path, request)
+        finally:
+            del self._px_spawning[spec.id]
+
+    async def exec(self, target: Pid, spec: ExecSpec) -> Pid:
+        if not spec.argv:
+            raise OSError(errno.EINVAL, "empty argv")
+        init = self._px_sandbox_of(self._px_get(target))
+        if init is None or self._px_status(init) is not None:
+            raise _esrch(target, "sandbox has exited")
+        cgroup = init.state.get("cgroup")
+        cgroup_procs: list[str] = []
+        if cgroup:
+            try:
+                stats = await self.cgroup_stats(cgroup)
+                cgroup_procs = self._cgroup_procs_files(cgroup)
+            except FileNotFoundError:
+                raise _esrch(target, "sandbox has exited") from None
+            if stats.frozen:
+                raise OSError(errno.EBUSY, f"cgroup {cgroup} is frozen")
+            if stats.pids_limit is not None and 0 < stats.pids_limit <= stats.pids_current:
+                raise OSError(errno.EAGAIN, f"cgroup {cgroup} is at its pids limit")
+        path = os.path.join(self.exec_root, "execs", secrets.token_hex(8))
+        os.mkdir(path, 0o700)
+        request = {"op": "exec", "dir": path, "target": init.pid, "target_start": init.state["start"],
+                   "spec": encode(spec), "init_cwd": init.state.get("cwd", "/"),
+                   "init_spec": init.state.get("spec"),
+                   "cgroup_procs": cgroup_procs,
+                   "state": {"id": init.id, "sandbox_pid": init.pid,
+                             "sandbox_start": init.state["start"]}}
+        try:
+            return await self._px_start(path, request)
+        except ProcessLookupError:
+            raise _esrch(target, "sandbox has exited") from None
+
+    def _px_sandbox_of(self, proc: _Proc) -> _Proc | None:
+        if proc.kind == "sandbox":
+            return proc
+        init = self._px_procs.get(proc.state["sandbox_pid"])
+        ok = init is not None and init.state["start"] == proc.state["sandbox_start"]
+        return init if ok else None
+
+    async def signal(self, pid: Pid, sig: int) -> None:
+        if not isinstance(sig, int) or not 1 <= sig <= 64:
+            raise OSError(errno.EINVAL, f"invalid signal {sig}")
+        proc = self._px_get(pid)
+        if self._px_status(proc) is not None or proc.pidfd is None:
+            raise _esrch(pid, "process has exited")
+        libc.pidfd_send_signal(proc.pidfd, sig)
+
+    async def wait(self, pid: Pid, timeout: float | None = None) -> ExitStatus | None:
+        proc = self._px_get(pid)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while (status := self._px_status(proc)) is None:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(asyncio.shield(self._px_exit_future(proc)), left)
+            except TimeoutError:
+                return self._px_status(proc)
+        return status
+
+    async def release(self, pid: Pid) -> None:
+        proc = self._px_get(pid)
+        if self._px_status(proc) is None:
+            raise OSError(errno.EBUSY, f"process {pid} is still running")
+        del self._px_procs[pid]
+        self._px_dirs.discard(proc.dir)
+        shutil.rmtree(proc.dir, ignore_errors=True)
+
+    async def processes(self, pid: Pid) -> list[ProcessInfo]:
+        proc = self._px_get(pid)
+        if proc.kind != "sandbox" or self._px_status(proc) is not None:
+            raise _esrch(pid, "not a live sandbox init")
+        infos = await asyncio.to_thread(sandbox_processes, proc.pid, proc.state["start"])
+        cgroup = proc.state.get("cgroup")
+        if cgroup:
+            with contextlib.suppress(OSError):
+                if (await self.cgroup_stats(cgroup)).frozen:  # frozen tasks show as stopped
+                    infos = [ProcessInfo(i.pid, i.ppid, i.uid, i.argv, "T", i.start_time,
+                                         i.cpu_seconds, i.rss) for i in infos]
+        return infos
+
+    async def stdio(self, pid: Pid) -> Stdio:
+        proc = self._px_get(pid)
+        if self._px_status(proc) is not None:
+            raise _esrch(pid, "process has exited")
+        return await attach.connect(proc.dir, lambda: self._px_status(proc) is None)
+
+    async def sandboxes(self) -> list[SandboxInfo]:
+        self._px_scan()
+        latest: dict[str, _Proc] = {}
+        for p in self._px_procs.values():
+            if p.kind == "sandbox":
+                cur = latest.get(p.id)
+                if cur is None or cur.state["started"] < p.state["started"]:
+                    latest[p.id] = p  # an exited, unreleased one replaced by a new spawn
+        ordered = sorted(latest.values(), key=lambda p: p.state["started"])
+        return [SandboxInfo(id=p.id, pid=Pid(p.pid), exit_status=self._px_status(p)) for p in ordered]

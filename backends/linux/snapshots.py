@@ -1,0 +1,393 @@
+"""The Snapshots role on Linux: unpacked layers in directories, overlayfs to stack them.
+
+On disk (``<root>``, persistent across ``LinuxKernel`` instances: a restarted daemon sees the same
+snapshots and can unmount what an earlier one mounted)::
+
+    snapshots/<n>/meta.json   {"key", "kind", "parent", "size"}; written atomically, last
+    snapshots/<n>/fs/         a committed layer's files, or an active snapshot's overlay upper
+    snapshots/<n>/work/       overlay workdir (active only)
+    snapshots/<n>/lower/      transient: the parent chain mounted read-only while a layer that
+                              needs it (hardlink copy-up, implicit dir metadata) is unpacked
+    snapshots/empty/          an empty dir: the bottom lower of an active snapshot without parent
+                              and the second lower of a lone committed layer (older kernels need 2)
+    mounts/<hash>.json        one per mount we made: {"target", "key", "created"}
+
+Keys (chain ids ``sha256:…``, container ids) map to short numeric dirs so overlay option strings
+stay short (see ``backends.linux.overlay`` for what happens when a chain is still too long).
+The disk is the source of truth: a numeric dir without ``meta.json`` is an unfinished apply or
+remove and is deleted at start-up; the in-memory key → dir map is only a cache.
+
+Blocking work (unpacking, du, diff, rmtree, mount) runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from backends.linux import layers, libc, overlay
+from backends.linux.layer_root import BUFSIZE
+from backends.linux.diff import write_diff
+from engine.kernel import LayerLimits, SnapshotInfo, SnapshotKind
+
+
+def _err(code: int, what: str, message: str) -> OSError:
+    return OSError(code, message, what)
+
+
+def _write_json_atomic(path: str, obj: object) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class _LowerView:
+    """The read-only union of a parent chain, mounted on first use while a layer is unpacked."""
+
+    def __init__(self, lowers: builtins.list[str], where: str) -> None:
+        self.lowers, self.where = lowers, where
+        self._fd: int | None = None
+
+    def fd(self) -> int | None:
+        if not self.lowers:
+            return None
+        if self._fd is None:
+            os.mkdir(self.where, 0o700)
+            overlay.mount_overlay(self.where, self.lowers, readonly=True)
+            self._fd = os.open(self.where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            overlay.unmount(self.where)
+            os.rmdir(self.where)
+
+
+class LinuxSnapshots:
+    """Snapshots mixin of ``LinuxKernel`` (the contract is ``engine.kernel.Snapshots``)."""
+
+    root: str
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    def _init_snapshots(self) -> None:
+        self._snapshots_dir = os.path.join(self.root, "snapshots")
+        self._mounts_dir = os.path.join(self.root, "mounts")
+        self._empty_dir = os.path.join(self._snapshots_dir, "empty")
+        for d in (self._snapshots_dir, self._mounts_dir, self._empty_dir):
+            os.makedirs(d, mode=0o711, exist_ok=True)
+        self._snap_lock = threading.RLock()
+        self._pending: dict[str, str | None] = {}  # keys being applied/prepared → parent
+        self._dirs: dict[str, str] = {}  # key → numeric dir name (a cache of meta.json files)
+        points = overlay.mount_points()
+        for n in self._numeric_dirs():
+            d = os.path.join(self._snapshots_dir, n)
+            if not os.path.exists(os.path.join(d, "meta.json")):  # interrupted apply/remove
+                self._discard(d, points)
+        for rec in self._mount_records():
+            if rec["target"] not in points:  # unmounted behind our back (or by a reboot)
+                self._drop_record(rec)
+
+    def _leaks_snapshots(self) -> builtins.list[str]:
+        return sorted(m["key"] for m in self._metas())
+
+    def _leaks_snapshots_mounts(self) -> builtins.list[str]:
+        points = overlay.mount_points()
+        return sorted(r["target"] for r in self._mount_records() if r["target"] in points)
+
+    # ---- on-disk state --------------------------------------------------------------------
+    def _numeric_dirs(self) -> builtins.list[str]:
+        return [n for n in os.listdir(self._snapshots_dir) if n.isdigit()]
+
+    def _snap_path(self, n: str, *more: str) -> str:
+        return os.path.join(self._snapshots_dir, n, *more)
+
+    def _read_meta(self, n: str) -> dict[str, Any] | None:
+        try:
+            with open(self._snap_path(n, "meta.json"), encoding="utf-8") as fh:
+                meta: dict[str, Any] = json.load(fh)
+        except FileNotFoundError:
+            return None
+        meta["n"] = n
+        return meta
+
+    def _metas(self) -> builtins.list[dict[str, Any]]:
+        out = []
+        for n in self._numeric_dirs():
+            meta = self._read_meta(n)
+            if meta is not None:
+                out.append(meta)
+                self._dirs[meta["key"]] = n
+        return out
+
+    def _meta(self, key: str) -> dict[str, Any]:
+        """The meta of ``key`` (with its dir as ``"n"``); ``FileNotFoundError`` if none."""
+        n = self._dirs.get(key)
+        meta = self._read_meta(n) if n is not None else None
+        if meta is None or meta["key"] != key:
+            self._dirs.pop(key, None)
+            meta = next((m for m in self._metas() if m["key"] == key), None)  # another instance's?
+        if meta is None:
+            raise _err(errno.ENOENT, key, f"no such snapshot: {key}")
+        return meta
+
+    def _committed(self, parent: str | None) -> dict[str, Any] | None:
+        if parent is None:
+            return None
+        meta = self._meta(parent)
+        if meta["kind"] != SnapshotKind.COMMITTED:
+            raise _err(errno.EINVAL, parent, f"parent snapshot {parent} is not committed")
+        return meta
+
+    def _chain(self, key: str | None) -> builtins.list[str]:
+        """The ``fs`` dirs of ``key`` and its ancestors, top first."""
+        dirs: builtins.list[str] = []
+        while key is not None:
+            meta = self._meta(key)
+            dirs.append(self._snap_path(meta["n"], "fs"))
+            key = meta["parent"]
+        return dirs
+
+    @contextlib.contextmanager
+    def _reserve(self, key: str, parent: str | None) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Claim ``key`` and a fresh numeric dir; yields ``(dir, parent meta)``."""
+        with self._snap_lock:
+            if key in self._pending or any(m["key"] == key for m in self._metas()):
+                raise _err(errno.EEXIST, key, f"snapshot {key} exists")
+            pmeta = self._committed(parent)
+            self._pending[key] = parent
+            nums = [int(n) for n in self._numeric_dirs()]
+            n = max(nums, default=0) + 1
+            while True:
+                try:
+                    os.mkdir(self._snap_path(str(n)), 0o711)
+                    break
+                except FileExistsError:
+                    n += 1
+        try:
+            yield self._snap_path(str(n)), pmeta
+        finally:
+            with self._snap_lock:
+                del self._pending[key]
+
+    def _commit_meta(self, d: str, key: str, kind: SnapshotKind, parent: str | None, size: int) -> None:
+        _write_json_atomic(os.path.join(d, "meta.json"),
+                           {"key": key, "kind": str(kind), "parent": parent, "size": size})
+        self._dirs[key] = os.path.basename(d)
+
+    def _discard(self, d: str, points: dict[str, str] | None = None) -> None:
+        lower = os.path.join(d, "lower")
+        if lower in (points if points is not None else overlay.mount_points()):
+            overlay.unmount_quietly(lower)
+        shutil.rmtree(d, ignore_errors=True)  # fd-based: never follows a symlink out
+
+    def _info(self, meta: dict[str, Any]) -> SnapshotInfo:
+        kind = SnapshotKind(meta["kind"])
+        size = layers.du(self._snap_path(meta["n"], "fs")) if kind == SnapshotKind.ACTIVE else meta["size"]
+        return SnapshotInfo(key=meta["key"], kind=kind, parent=meta["parent"], size=size)
+
+    # ---- mount records ----------------------------------------------------------------------
+    def _record_path(self, target: str) -> str:
+        return os.path.join(self._mounts_dir, hashlib.sha256(target.encode()).hexdigest()[:24] + ".json")
+
+    def _mount_records(self) -> builtins.list[dict[str, Any]]:
+        out = []
+        for name in os.listdir(self._mounts_dir):
+            if name.endswith(".json"):
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    with open(os.path.join(self._mounts_dir, name), encoding="utf-8") as fh:
+                        out.append(json.load(fh))
+        return out
+
+    def _record(self, target: str) -> dict[str, Any] | None:
+        try:
+            with open(self._record_path(target), encoding="utf-8") as fh:
+                rec: dict[str, Any] = json.load(fh)
+        except FileNotFoundError:
+            return None
+        return rec if rec.get("target") == target else None
+
+    def _drop_record(self, rec: dict[str, Any]) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._record_path(rec["target"]))
+        if rec.get("created"):
+            with contextlib.suppress(OSError):
+                os.rmdir(rec["target"])
+
+    @staticmethod
+    def _norm_target(target: str) -> str:
+        return os.path.realpath(target)
+
+    # ---- the role ---------------------------------------------------------------------------
+    async def apply_layer(self, key: str, parent: str | None, tar: BinaryIO,
+                          limits: LayerLimits | None = None) -> SnapshotInfo:
+        return await asyncio.to_thread(self._apply_layer, key, parent, tar, limits or LayerLimits())
+
+    def _apply_layer(self, key: str, parent: str | None, tar: BinaryIO, limits: LayerLimits) -> SnapshotInfo:
+        with self._reserve(key, parent) as (d, pmeta):
+            lowers = self._chain(parent) if pmeta is not None else []
+            if len(lowers) == 1:
+                lowers.append(self._empty_dir)
+            lower = _LowerView(lowers, os.path.join(d, "lower"))
+            try:
+                os.mkdir(os.path.join(d, "fs"), 0o755)
+                layers.extract(os.path.join(d, "fs"), tar, limits, lower.fd)
+                lower.close()
+                size = layers.du(os.path.join(d, "fs"))
+                self._commit_meta(d, key, SnapshotKind.COMMITTED, parent, size)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    lower.close()
+                self._discard(d)
+                raise
+        return SnapshotInfo(key, SnapshotKind.COMMITTED, parent, size)
+
+    async def prepare(self, key: str, parent: str | None) -> None:
+        await asyncio.to_thread(self._prepare, key, parent)
+
+    def _prepare(self, key: str, parent: str | None) -> None:
+        with self._reserve(key, parent) as (d, _):
+            try:
+                os.mkdir(os.path.join(d, "fs"), 0o755)
+                os.mkdir(os.path.join(d, "work"), 0o700)
+                self._commit_meta(d, key, SnapshotKind.ACTIVE, parent, 0)
+            except BaseException:
+                self._discard(d)
+                raise
+
+    async def mount(self, key: str, target: str, readonly: bool = False) -> None:
+        await asyncio.to_thread(self._mount, key, target, readonly)
+
+    def _mount(self, key: str, target: str, readonly: bool) -> None:
+        with self._snap_lock:
+            meta = self._meta(key)
+            target = self._norm_target(target)
+            if target in overlay.mount_points():
+                raise _err(errno.EBUSY, target, f"{target} is already a mount point")
+            created = False
+            if not os.path.isdir(target):
+                os.makedirs(target, 0o755)
+                created = True
+            try:
+                if meta["kind"] == SnapshotKind.ACTIVE:
+                    lowers = self._chain(meta["parent"]) or [self._empty_dir]
+                    overlay.mount_overlay(target, lowers, self._snap_path(meta["n"], "fs"),
+                                          self._snap_path(meta["n"], "work"), readonly=readonly)
+                else:  # committed: always read-only; a lone lower gets the empty dir as a second
+                    lowers = self._chain(key)
+                    if len(lowers) == 1:
+                        lowers.append(self._empty_dir)
+                    overlay.mount_overlay(target, lowers, readonly=True)
+                try:
+                    _write_json_atomic(self._record_path(target),
+                                       {"target": target, "key": key, "created": created})
+                except BaseException:
+                    overlay.unmount_quietly(target)
+                    raise
+            except BaseException:
+                if created:
+                    with contextlib.suppress(OSError):
+                        os.rmdir(target)
+                raise
+
+    async def unmount(self, target: str) -> None:
+        await asyncio.to_thread(self._unmount, target)
+
+    def _unmount(self, target: str) -> None:
+        with self._snap_lock:
+            target = self._norm_target(target)
+            rec = self._record(target)
+            if rec is None or target not in overlay.mount_points():
+                if rec is not None:
+                    self._drop_record(rec)
+                raise _err(errno.EINVAL, target, f"nothing of ours is mounted at {target}")
+            live = getattr(self, "_live_rootfs", None)
+            if live is not None and target in {self._norm_target(p) for p in live()}:
+                raise _err(errno.EBUSY, target, f"{target} is the root of a live sandbox")
+            overlay.unmount(target)
+            self._drop_record(rec)
+
+    async def diff(self, key: str, out: BinaryIO) -> int:
+        return await asyncio.to_thread(self._diff, key, out)
+
+    def _diff(self, key: str, out: BinaryIO) -> int:
+        meta = self._meta(key)
+        if meta["kind"] != SnapshotKind.ACTIVE:
+            raise _err(errno.EINVAL, key, f"snapshot {key} is not active")
+        return write_diff(self._snap_path(meta["n"], "fs"), out)
+
+    async def remove(self, key: str) -> None:
+        await asyncio.to_thread(self._remove, key)
+
+    def _remove(self, key: str) -> None:
+        with self._snap_lock:
+            meta = self._meta(key)
+            points = overlay.mount_points()
+            if any(r["key"] == key and r["target"] in points for r in self._mount_records()):
+                raise _err(errno.EBUSY, key, f"snapshot {key} is mounted")
+            if key in self._pending.values() or any(m["parent"] == key for m in self._metas()):
+                raise _err(errno.EBUSY, key, f"snapshot {key} has children")
+            d = self._snap_path(meta["n"])
+            os.unlink(os.path.join(d, "meta.json"))  # gone from here on; rmtree may take time
+            self._dirs.pop(key, None)
+        self._discard(d)
+
+    async def stat(self, key: str) -> SnapshotInfo:
+        return await asyncio.to_thread(lambda: self._info(self._meta(key)))
+
+    async def list(self) -> builtins.list[SnapshotInfo]:
+        return await asyncio.to_thread(lambda: [self._info(m) for m in self._metas()])
+
+    async def read_file(self, target: str, path: str, limit: int = 1 << 20) -> bytes:
+        return await asyncio.to_thread(self._read_file, target, path, limit)
+
+    def _read_file(self, target: str, path: str, limit: int) -> bytes:
+        target = self._norm_target(target)
+        if self._record(target) is None or target not in overlay.mount_points():
+            raise _err(errno.ENOENT, target, f"nothing mounted at {target}")
+        rootfd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = libc.openat2(rootfd, path.lstrip("/") or ".", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY,
+                              resolve=libc.RESOLVE_IN_ROOT | libc.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(rootfd)
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise _err(errno.EISDIR, path, f"{path} is a directory")
+            if not stat.S_ISREG(st.st_mode):
+                return b""  # a fifo or device: nothing to read without blocking (as the sim)
+            if st.st_size > limit:
+                raise _err(errno.EFBIG, path, f"{path} is larger than {limit} bytes")
+            chunks, left = [], limit + 1
+            while left > 0:
+                chunk = os.read(fd, min(left, BUFSIZE))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+            data = b"".join(chunks)
+            if len(data) > limit:  # grew since fstat
+                raise _err(errno.EFBIG, path, f"{path} is larger than {limit} bytes")
+            return data
+        finally:
+            os.close(fd)

@@ -1,0 +1,101 @@
+"""The CLI's shared state: which daemon to talk to, the client, output helpers, exit codes.
+
+Exit codes follow docker: 125 when the CLI or the daemon fails, 126 when the container command
+cannot be invoked, 127 when it is not found, otherwise the container's own exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from engine.client import Client
+
+EXIT_DAEMON = 125
+
+
+class Exit(Exception):
+    """Leave the CLI with ``code`` (after printing ``message`` to stderr, if any)."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class App:
+    def __init__(self, host: str | None, tls: bool, tlsverify: bool, tlscacert: str | None, tlscert: str | None,
+                 tlskey: str | None, debug: bool = False) -> None:
+        self.explicit_host = host or os.environ.get("WHARFIE_HOST") or os.environ.get("DOCKER_HOST") or None
+        self.tls_opts = (tls or tlsverify or bool(os.environ.get("DOCKER_TLS_VERIFY")), tlsverify, tlscacert,
+                         tlscert, tlskey)
+        self.debug = debug
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _tls(self) -> Any:
+        use, verify, ca, cert, key = self.tls_opts
+        if not use:
+            return None
+        from engine.client import TLSConfig
+
+        certs = os.environ.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
+        return TLSConfig(cacert=ca or _maybe(certs, "ca.pem"), cert=cert or _maybe(certs, "cert.pem"),
+                         key=key or _maybe(certs, "key.pem"), verify=verify or bool(os.environ.get("DOCKER_TLS_VERIFY")))
+
+    def _connect(self) -> Client:
+        from engine.client import Client
+
+        if self.explicit_host:
+            return Client(self.explicit_host, self._tls())
+        from engine.cli import autostart
+
+        return Client(autostart.ensure_daemon())
+
+
+def _maybe(d: str, name: str) -> str | None:
+    p = os.path.join(d, name)
+    return p if os.path.exists(p) else None
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def fail(message: str, code: int = EXIT_DAEMON) -> NoReturn:
+    raise Exit(code, message)
+
+
+def err(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def engine_error_message(e: Exception) -> str:
+    from engine import errors
+
+    if isinstance(e, errors.Unavailable) and "Cannot connect" in str(e):
+        return str(e)
+    return f"Error response from daemon: {e}"
+
+
+def parse_filters(items: tuple[str, ...]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            fail(f"invalid argument \"{item}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)")
+        out.setdefault(key.strip().lower() if key.strip().lower() in ("status", "name", "id") else key.strip(),
+                       []).append(value)
+    return out
+
+
+def write_out(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()

@@ -1,0 +1,105 @@
+"""``wharfie``: the command-line client, Docker's commands and flags over the wharfie API.
+
+Start-up is kept lean: this module imports click and the command modules, which import only
+click and each other; the HTTP client, the template engine and everything else load when a
+command needs them. ``python -X importtime -m engine.cli.main ps`` shows the budget.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from engine import __version__
+from engine.cli import containers, images, query, system
+from engine.cli.app import EXIT_DAEMON, App, Exit, engine_error_message
+
+
+@click.group(context_settings={"help_option_names": ["--help"], "max_content_width": 100})
+@click.option("-H", "--host", help="Daemon socket to connect to (unix:///path, tcp://host:port; "
+                                   "env WHARFIE_HOST or DOCKER_HOST)")
+@click.option("--tls", is_flag=True, help="Use TLS; implied by --tlsverify")
+@click.option("--tlsverify", is_flag=True, help="Use TLS and verify the remote daemon")
+@click.option("--tlscacert", type=click.Path(dir_okay=False), help="Trust certs signed only by this CA")
+@click.option("--tlscert", type=click.Path(dir_okay=False), help="Path to TLS certificate file")
+@click.option("--tlskey", type=click.Path(dir_okay=False), help="Path to TLS key file")
+@click.option("-D", "--debug", is_flag=True, help="Enable debug mode (tracebacks on errors)")
+@click.version_option(__version__, "-v", "--version", prog_name="wharfie",
+                      message="wharfie version %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool, tlscacert: str | None,
+        tlscert: str | None, tlskey: str | None, debug: bool) -> None:
+    """A Docker-compatible container engine.
+
+    With no daemon listening on the default socket (and no -H/DOCKER_HOST), the first command
+    starts one in the background (wharfied), so e.g.
+
+        wharfie image bootstrap busybox && wharfie run --rm busybox echo hello
+
+    works on a fresh machine.
+    """
+    ctx.obj = App(host, tls or tlsverify or bool(tlscacert), tlsverify, tlscacert, tlscert, tlskey, debug)
+
+
+for _cmd in (containers.create, containers.run, containers.start, containers.stop, containers.kill,
+             containers.restart, containers.pause, containers.unpause, containers.wait, containers.rm,
+             containers.rename, containers.update, containers.attach, containers.exec_, query.ps, query.logs,
+             query.top, query.stats, query.inspect, query.events, system.version, system.info):
+    cli.add_command(_cmd)
+cli.add_command(images.images, "images")
+cli.add_command(images.import_, "import")
+cli.add_command(images.tag, "tag")
+cli.add_command(images.rmi, "rmi")
+cli.add_command(images.history, "history")
+cli.add_command(images.image_group())
+cli.add_command(system.system_group())
+
+
+def _container_group() -> click.Group:
+    group = click.Group("container", help="Manage containers")
+    for cmd in (containers.create, containers.run, containers.start, containers.stop, containers.kill,
+                containers.restart, containers.pause, containers.unpause, containers.wait, containers.rename,
+                containers.update, containers.attach, containers.exec_, containers.prune, query.logs, query.top,
+                query.stats, query.inspect):
+        group.add_command(cmd)
+    group.add_command(containers.rm, "rm")
+    group.add_command(query.ps, "ls")
+    group.add_command(query.ps, "list")
+    return group
+
+
+cli.add_command(_container_group())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the command, map failures to docker's exit codes."""
+    from engine.errors import EngineError
+
+    debug = "-D" in (argv or sys.argv) or "--debug" in (argv or sys.argv)
+    try:
+        cli.main(args=argv, prog_name="wharfie", standalone_mode=False)
+    except Exit as e:
+        if e.message:
+            click.echo(e.message, err=True)
+        sys.exit(e.code)
+    except EngineError as e:
+        if debug:
+            raise
+        click.echo(engine_error_message(e), err=True)
+        sys.exit(EXIT_DAEMON)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_DAEMON)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except BrokenPipeError:
+        sys.exit(0)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

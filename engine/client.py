@@ -1,0 +1,453 @@
+"""HTTP client for the wharfie (Docker Engine) API, over a UNIX socket or TCP+TLS.
+
+Stdlib only (``http.client``), so the CLI starts fast. Results are Docker's JSON documents (the
+wire shape, as ``docker inspect`` shows them). Error bodies come back as the same
+``EngineError`` subclass the daemon raised — ``{"kind": …}`` maps through
+``errors.from_kind`` (the status code when ``kind`` is absent, e.g. from a real dockerd) — so
+``pytest.raises(NotFound)`` holds in-process and over HTTP alike.
+
+Hijacked streams (attach, exec start) return a :class:`Hijacked` raw socket after the
+``101 UPGRADED``; :func:`demux` splits Docker's 8-byte multiplexed framing.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import struct
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+from engine import errors
+
+API_PREFIX = "/v1.47"
+STATUS_KIND = {400: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict", 501: "not_implemented",
+               503: "unavailable"}
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify: bool = True
+
+    def context(self) -> Any:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=self.cacert)
+        if self.cert and self.key:
+            ctx.load_cert_chain(self.cert, self.key)
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None = None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            if self.timeout is not None:
+                s.settimeout(self.timeout)
+            s.connect(self.path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+def _error_from(status: int, body: bytes) -> errors.EngineError:
+    try:
+        doc = json.loads(body)
+        message, kind = str(doc.get("message", "")), doc.get("kind")
+    except (ValueError, AttributeError):
+        message, kind = body.decode("utf-8", "replace").strip(), None
+    kind = kind or STATUS_KIND.get(status, "internal")
+    return errors.from_kind(kind, message or f"HTTP {status}")
+
+
+class Response:
+    """A streaming HTTP response; close it (or use ``with``)."""
+
+    def __init__(self, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
+        self.conn, self.raw = conn, resp
+        self.status = resp.status
+        self.headers = resp.headers
+
+    def read(self) -> bytes:
+        try:
+            return self.raw.read()
+        finally:
+            self.close()
+
+    def json(self) -> Any:
+        data = self.read()
+        return json.loads(data) if data.strip() else None
+
+    def lines(self) -> Iterator[Any]:
+        """NDJSON documents as they arrive."""
+        try:
+            while line := self.raw.readline():
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            self.close()
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            while data := self.raw.read1(CHUNK):
+                yield data
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.raw.close()
+        self.conn.close()
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Hijacked:
+    """The raw connection after ``101 UPGRADED``: ``recv`` output, ``send`` input."""
+
+    def __init__(self, sock: socket.socket, reader: IO[bytes], content_type: str) -> None:
+        self.sock, self.reader = sock, reader
+        self.multiplexed = "multiplexed" in content_type
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv(self) -> bytes:
+        try:
+            return self.reader.read1(CHUNK)  # type: ignore[attr-defined,no-any-return]
+        except (ConnectionResetError, OSError):
+            return b""
+
+    def close_write(self) -> None:
+        """Half-close: the process reads EOF on stdin, output keeps coming."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except (OSError, NotImplementedError):
+            pass
+
+    def output(self) -> Iterator[tuple[int, bytes]]:
+        """(stream, data) until the stream ends; stream 1 for a raw (tty) stream."""
+        if not self.multiplexed:
+            while data := self.recv():
+                yield 1, data
+            return
+        yield from demux(self.reader)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def demux(reader: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """Split Docker's multiplexed framing: ``[stream, 0, 0, 0, size(4, big-endian)]`` + payload."""
+    while True:
+        head = _read_exact(reader, 8)
+        if len(head) < 8:
+            return
+        fd, size = struct.unpack(">BxxxL", head)
+        yield fd, _read_exact(reader, size)
+
+
+def _read_exact(reader: IO[bytes], n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            data = reader.read(n - len(buf))
+        except (ConnectionResetError, OSError):
+            break
+        if not data:
+            break
+        buf.extend(data)
+    return bytes(buf)
+
+
+class Client:
+    """Low-level access (``request``) plus one method per endpoint the CLI uses.
+
+    Args:
+        host: ``unix:///path`` or ``tcp://host:port`` (default: the local daemon's socket).
+        tls: TLS settings for ``tcp://`` (None = plain TCP, only for a daemon forced to allow it).
+        timeout: socket timeout in seconds for non-streaming calls.
+    """
+
+    def __init__(self, host: str | None = None, tls: TLSConfig | None = None, timeout: float | None = 60.0) -> None:
+        if host is None:
+            from engine.api.paths import default_host
+
+            host = default_host()
+        self.host, self.tls, self.timeout = host, tls, timeout
+        if host.startswith("unix://"):
+            self._unix: str | None = host[len("unix://"):]
+        elif host.startswith("tcp://") or host.startswith("https://") or host.startswith("http://"):
+            self._unix = None
+            parsed = urllib.parse.urlsplit(host if "://" in host else "tcp://" + host)
+            self._hostname, self._port = parsed.hostname or "localhost", parsed.port or (2376 if tls else 2375)
+        else:
+            raise errors.InvalidArgument(f"invalid daemon address {host!r}: use unix:///path or tcp://host:port")
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _connect(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self._unix is not None:
+            return _UnixConnection(self._unix, timeout)
+        if self.tls is not None:
+            return http.client.HTTPSConnection(self._hostname, self._port, timeout=timeout,
+                                               context=self.tls.context())
+        return http.client.HTTPConnection(self._hostname, self._port, timeout=timeout)
+
+    def _unavailable(self, e: OSError) -> errors.Unavailable:
+        return errors.Unavailable(f"Cannot connect to the wharfie daemon at {self.host}. Is wharfied running? ({e})")
+
+    def request(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
+                headers: dict[str, str] | None = None, stream: bool = False) -> Response:
+        """Send one request; raise the matching EngineError for a 4xx/5xx answer."""
+        url = API_PREFIX + path
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        if q:
+            url += "?" + urllib.parse.urlencode(
+                {k: ("1" if v is True else "0" if v is False else v) for k, v in q.items()}, doseq=True)
+        hdrs = dict(headers or {})
+        data: Any = None
+        if body is not None and not hasattr(body, "read"):
+            data = json.dumps(body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        elif body is not None:
+            data = body
+            hdrs.setdefault("Content-Type", "application/x-tar")
+            hdrs["Transfer-Encoding"] = "chunked"
+        conn = self._connect(None if stream else self.timeout)
+        try:
+            if data is not None and hasattr(data, "read"):
+                conn.request(method, url, body=_chunks(data), headers=hdrs, encode_chunked=True)
+            else:
+                conn.request(method, url, body=data, headers=hdrs)
+            resp = conn.getresponse()
+        except OSError as e:
+            conn.close()
+            raise self._unavailable(e) from None
+        if resp.status >= 400:
+            err = _error_from(resp.status, resp.read())
+            conn.close()
+            raise err
+        return Response(conn, resp)
+
+    def json(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Any:
+        return self.request(method, path, query, body).json()
+
+    def hijack(self, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Hijacked:
+        """POST with ``Upgrade: tcp`` and return the raw connection after ``101 UPGRADED``."""
+        conn = self._connect(None)
+        try:
+            conn.connect()
+        except OSError as e:
+            raise self._unavailable(e) from None
+        sock = conn.sock
+        url = API_PREFIX + path + ("?" + urllib.parse.urlencode(
+            {k: ("1" if v is True else "0" if v is False else v) for k, v in (query or {}).items() if v is not None})
+            if query else "")
+        data = json.dumps(body).encode() if body is not None else b""
+        head = (f"POST {url} HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n").encode()
+        sock.sendall(head + data)
+        reader = sock.makefile("rb")
+        status_line = reader.readline().decode("latin-1")
+        parts = status_line.split(" ", 2)
+        status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+        hdrs: dict[str, str] = {}
+        while (line := reader.readline()) not in (b"\r\n", b"\n", b""):
+            k, _, v = line.decode("latin-1").partition(":")
+            hdrs[k.strip().lower()] = v.strip()
+        if status >= 400 or status == 0:
+            body_bytes = b""
+            if "content-length" in hdrs:
+                body_bytes = reader.read(int(hdrs["content-length"]))
+            reader.close()
+            sock.close()
+            raise _error_from(status, body_bytes)
+        return Hijacked(sock, reader, hdrs.get("content-type", ""))
+
+    # -- system ---------------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        return self.request("GET", "/_ping").read() == b"OK"
+
+    def version(self) -> Any:
+        return self.json("GET", "/version")
+
+    def info(self) -> Any:
+        return self.json("GET", "/info")
+
+    def events(self, since: str | None = None, until: str | None = None,
+               filters: dict[str, list[str]] | None = None) -> Iterator[Any]:
+        q = {"since": since, "until": until, "filters": json.dumps(filters) if filters else None}
+        return self.request("GET", "/events", q, stream=True).lines()
+
+    def df(self) -> Any:
+        return self.json("GET", "/system/df")
+
+    # -- containers -----------------------------------------------------------------------------
+
+    def containers(self, all: bool = False, filters: dict[str, list[str]] | None = None, limit: int | None = None,
+                   size: bool = False) -> Any:
+        q = {"all": all, "limit": limit, "size": size, "filters": json.dumps(filters) if filters else None}
+        return self.json("GET", "/containers/json", q)
+
+    def container(self, ref: str, size: bool = False) -> Any:
+        return self.json("GET", f"/containers/{_q(ref)}/json", {"size": size or None})
+
+    def create(self, config: dict[str, Any], name: str | None = None) -> Any:
+        return self.json("POST", "/containers/create", {"name": name}, config)
+
+    def start(self, ref: str) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/start").read()
+
+    def stop(self, ref: str, timeout: int | None = None, signal: str | None = None) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/stop", {"t": timeout, "signal": signal}).read()
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/restart", {"t": timeout}).read()
+
+    def kill(self, ref: str, signal: str | None = None) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/kill", {"signal": signal}).read()
+
+    def pause(self, ref: str) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/pause").read()
+
+    def unpause(self, ref: str) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/unpause").read()
+
+    def wait_response(self, ref: str, condition: str = "not-running") -> Response:
+        """Start a wait; the headers arrive at once, ``.json()`` blocks until the condition."""
+        return self.request("POST", f"/containers/{_q(ref)}/wait", {"condition": condition}, stream=True)
+
+    def wait(self, ref: str, condition: str = "not-running") -> int:
+        return int(self.wait_response(ref, condition).json()["StatusCode"])
+
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        self.request("DELETE", f"/containers/{_q(ref)}", {"force": force or None, "v": volumes or None}).read()
+
+    def rename(self, ref: str, name: str) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/rename", {"name": name}).read()
+
+    def update(self, ref: str, body: dict[str, Any]) -> Any:
+        return self.json("POST", f"/containers/{_q(ref)}/update", body=body)
+
+    def top(self, ref: str) -> Any:
+        return self.json("GET", f"/containers/{_q(ref)}/top")
+
+    def stats(self, ref: str, stream: bool = False) -> Iterator[Any]:
+        return self.request("GET", f"/containers/{_q(ref)}/stats", {"stream": stream}, stream=True).lines()
+
+    def logs(self, ref: str, follow: bool = False, stdout: bool = True, stderr: bool = True,
+             timestamps: bool = False, tail: str | None = None, since: str | None = None,
+             until: str | None = None) -> Iterator[tuple[int, bytes]]:
+        q = {"follow": follow, "stdout": stdout, "stderr": stderr, "timestamps": timestamps, "tail": tail,
+             "since": since, "until": until}
+        resp = self.request("GET", f"/containers/{_q(ref)}/logs", q, stream=True)
+        if "multiplexed" in resp.headers.get("Content-Type", ""):
+            return _closing(demux(resp.raw), resp)
+        return _closing(((1, c) for c in resp.chunks()), resp)
+
+    def attach(self, ref: str, stdin: bool = False, logs: bool = False, detach_keys: str | None = None) -> Hijacked:
+        q = {"stream": True, "stdout": True, "stderr": True, "stdin": stdin, "logs": logs or None,
+             "detachKeys": detach_keys}
+        return self.hijack(f"/containers/{_q(ref)}/attach", q)
+
+    def resize(self, ref: str, rows: int, cols: int) -> None:
+        self.request("POST", f"/containers/{_q(ref)}/resize", {"h": rows, "w": cols}).read()
+
+    def prune_containers(self, filters: dict[str, list[str]] | None = None) -> Any:
+        return self.json("POST", "/containers/prune", {"filters": json.dumps(filters) if filters else None})
+
+    # -- exec -----------------------------------------------------------------------------------
+
+    def exec_create(self, ref: str, config: dict[str, Any]) -> str:
+        return str(self.json("POST", f"/containers/{_q(ref)}/exec", body=config)["Id"])
+
+    def exec_start(self, exec_id: str, tty: bool = False, detach: bool = False) -> Hijacked | None:
+        if detach:
+            self.request("POST", f"/exec/{exec_id}/start", body={"Detach": True, "Tty": tty}).read()
+            return None
+        return self.hijack(f"/exec/{exec_id}/start", body={"Detach": False, "Tty": tty})
+
+    def exec_inspect(self, exec_id: str) -> Any:
+        return self.json("GET", f"/exec/{exec_id}/json")
+
+    def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
+        self.request("POST", f"/exec/{exec_id}/resize", {"h": rows, "w": cols}).read()
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def images(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> Any:
+        return self.json("GET", "/images/json", {"all": all, "filters": json.dumps(filters) if filters else None})
+
+    def image(self, ref: str) -> Any:
+        return self.json("GET", f"/images/{_q(ref)}/json")
+
+    def image_history(self, ref: str) -> Any:
+        return self.json("GET", f"/images/{_q(ref)}/history")
+
+    def import_image(self, data: IO[bytes] | bytes, reference: str | None = None, changes: list[str] | None = None,
+                     message: str | None = None, platform: str | None = None) -> Iterator[Any]:
+        q = {"fromSrc": "-", "repo": reference, "changes": changes or None, "message": message, "platform": platform}
+        body = data if hasattr(data, "read") else _BytesReader(data)  # type: ignore[arg-type]
+        return self.request("POST", "/images/create", q, body=body, stream=True).lines()
+
+    def tag(self, source: str, repo: str, tag: str | None = None) -> None:
+        self.request("POST", f"/images/{_q(source)}/tag", {"repo": repo, "tag": tag}).read()
+
+    def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> Any:
+        return self.json("DELETE", f"/images/{_q(ref)}", {"force": force or None, "noprune": noprune or None})
+
+    def prune_images(self, all: bool = False) -> Any:
+        filters = {"dangling": ["false"]} if all else None
+        return self.json("POST", "/images/prune", {"filters": json.dumps(filters) if filters else None})
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.data) if n < 0 else self.pos + n
+        out, self.pos = self.data[self.pos:end], min(end, len(self.data))
+        return out
+
+
+def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
+    while data := fh.read(CHUNK):
+        yield data
+
+
+def _closing(it: Iterator[tuple[int, bytes]], resp: Response) -> Iterator[tuple[int, bytes]]:
+    try:
+        yield from it
+    finally:
+        resp.close()
+
+
+def _q(ref: str) -> str:
+    return urllib.parse.quote(ref, safe="/:@")
+
+
+def host_from_env() -> str | None:
+    return os.environ.get("WHARFIE_HOST") or os.environ.get("DOCKER_HOST") or None

@@ -1,0 +1,128 @@
+"""The VM's host state, checked from outside with pytest-testinfra after a suite ran inside it.
+
+Run by the VM harness (``python -m vm test``), which sets ``WHARFIE_VM_SSH_CONFIG`` (the
+loopback-only ssh-config) and ``WHARFIE_VM_CGROUP`` (v1|v2, how the VM was booted). Elsewhere the
+module skips: it must never probe the machine the suite runs on.
+
+``vm/run-tests.sh`` snapshots mounts, cgroups, links, netns and processes into
+``/var/tmp/wharfie-vm/{before,after}`` around pytest; the leak checks compare the two, so the
+VM's own mounts and cgroups never count.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+import pytest
+
+pytestmark = [
+    pytest.mark.vm,
+    # paramiko still imports TripleDES from cryptography's deprecated location
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+SSH_CONFIG = os.environ.get("WHARFIE_VM_SSH_CONFIG")
+if not SSH_CONFIG:
+    pytest.skip("drives the VM harness only (python -m vm test)", allow_module_level=True)
+testinfra = pytest.importorskip("testinfra")
+
+CGROUP = os.environ.get("WHARFIE_VM_CGROUP", "v2")
+SNAPSHOTS = "/var/tmp/wharfie-vm"
+# cgroups systemd makes and removes on its own while SSH sessions come and go
+SYSTEMD_CGROUP = re.compile(r"/(user\.slice|user-\d+\.slice|session-\d+\.scope|user@\d+\.service|"
+                            r"init\.scope|systemd-[^/]+|run-[^/]+\.(scope|service))(/|$)")
+SYSTEM_MOUNT = re.compile(r"^/(run/user/\d+|proc/sys/fs/binfmt_misc|run/credentials/[^/]+)(/|$)")
+SYSTEM_LINKS = {"lo", "eth0"}
+
+
+@pytest.fixture(scope="module")
+def host() -> Any:
+    return testinfra.get_host("paramiko://wharfie-vm", ssh_config=SSH_CONFIG, sudo=True)
+
+
+def lines(host: Any, path: str) -> set[str]:
+    f = host.file(path)
+    return set(f.content_string.split("\n")) - {""} if f.exists else set()
+
+
+def snapshot(host: Any, name: str) -> dict[str, set[str]]:
+    if not host.file(f"{SNAPSHOTS}/{name}/mounts").exists:
+        pytest.skip(f"no {name} snapshot: vm/run-tests.sh did not run")
+    return {k: lines(host, f"{SNAPSHOTS}/{name}/{k}") for k in ("mounts", "cgroups", "links", "netns")}
+
+
+# --- the kernel the suite needs ------------------------------------------------------------
+
+def test_cgroup_hierarchy_is_the_booted_one(host: Any) -> None:
+    fstype = host.run("stat -fc %T /sys/fs/cgroup").stdout.strip()
+    if CGROUP == "v2":
+        assert fstype == "cgroup2fs"
+        controllers = host.file("/sys/fs/cgroup/cgroup.controllers").content_string.split()
+        assert {"cpu", "memory", "pids", "io", "cpuset"} <= set(controllers)
+    else:
+        assert fstype == "tmpfs"
+        assert host.mount_point("/sys/fs/cgroup/memory").filesystem == "cgroup"
+        assert host.mount_point("/sys/fs/cgroup/pids").filesystem == "cgroup"
+
+
+def test_namespaces_and_overlayfs_work(host: Any) -> None:
+    # a pid+mount+net+uts+ipc namespace whose pid 1 is the command, as a container's is
+    r = host.run("unshare --pid --mount --net --uts --ipc --fork --mount-proc sh -c "
+                 "'hostname ns-test && echo $$ $(hostname) $(ls /sys/class/net)'")
+    assert r.rc == 0 and r.stdout.split() == ["1", "ns-test", "lo"], r
+    r = host.run(
+        "d=$(mktemp -d) && mkdir $d/l $d/u $d/w $d/m && echo low >$d/l/f && "
+        "mount -t overlay overlay -o lowerdir=$d/l,upperdir=$d/u,workdir=$d/w $d/m && "
+        "echo up >$d/m/f && rm -f $d/m/g; cat $d/l/f $d/u/f; umount $d/m && rm -rf $d")
+    assert r.rc == 0 and r.stdout.split() == ["low", "up"], r
+
+
+def test_user_namespaces_work(host: Any) -> None:
+    r = host.run("runuser -u vagrant -- unshare --user --map-root-user id -u")
+    assert r.rc == 0 and r.stdout.strip() == "0", r
+
+
+# --- nothing of wharfie's left behind after the suite ---------------------------------------
+
+def test_no_leaked_mounts(host: Any) -> None:
+    before, after = snapshot(host, "before"), snapshot(host, "after")
+    leaked = {m for m in after["mounts"] - before["mounts"] if not SYSTEM_MOUNT.match(m)}
+    assert not leaked, f"mounts left behind: {sorted(leaked)}"
+
+
+def test_no_leaked_cgroups(host: Any) -> None:
+    before, after = snapshot(host, "before"), snapshot(host, "after")
+    leaked = {c for c in after["cgroups"] - before["cgroups"] if not SYSTEM_CGROUP.search(c)}
+    assert not leaked, f"cgroups left behind: {sorted(leaked)[:20]}"
+
+
+def test_no_leaked_links_or_netns(host: Any) -> None:
+    before, after = snapshot(host, "before"), snapshot(host, "after")
+    assert not (after["links"] - before["links"] - SYSTEM_LINKS), "links (veths, bridges) left behind"
+    assert not (after["netns"] - before["netns"]), "named network namespaces left behind"
+
+
+def test_no_leaked_processes(host: Any) -> None:
+    # a container's processes live in another pid namespace; none may outlive the suite
+    r = host.run("init=$(readlink /proc/1/ns/pid); for p in /proc/[0-9]*; do "
+                 "n=$(readlink $p/ns/pid 2>/dev/null) || continue; "
+                 "[ \"$n\" = \"$init\" ] || echo \"${p#/proc/} $(cat $p/comm)\"; done")
+    assert r.rc == 0 and not r.stdout.strip(), f"processes in container pid namespaces:\n{r.stdout}"
+    # the brackets keep the pattern from matching the shell that runs pgrep
+    r = host.run("pgrep -a -f '[w]harfie|[e]ngine[.]api' || true")
+    assert not r.stdout.strip(), f"wharfie processes still running:\n{r.stdout}"
+
+
+def test_daemon_socket_permissions(host: Any) -> None:
+    run_dir = host.file("/run/wharfie")
+    if not run_dir.exists:
+        pytest.skip("no daemon ran in this suite")
+    assert run_dir.user == "root" and not run_dir.mode & 0o002, "state dir writable by others"
+    sock = host.file("/run/wharfie/wharfie.sock")
+    if not sock.exists:
+        pytest.skip("the daemon is stopped and removed its socket")
+    # Docker's convention: root-owned, no access for others (srw-rw---- root:docker)
+    assert sock.is_socket and sock.user == "root" and not sock.mode & 0o007, oct(sock.mode)
