@@ -130,19 +130,24 @@ def decode_exec(d: dict[str, Any]) -> ExecSpec:
                        "stdio": _stdio(d["stdio"])})
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Atomically: write a temp file, fsync, rename over ``path``, fsync the directory."""
+def write_json(path: str, obj: Any, sync: bool = True) -> None:
+    """Atomically: write a temp file, fsync, rename over ``path``, fsync the directory.
+
+    ``sync=False`` skips the fsyncs (still atomic for readers; not durable over a power loss,
+    which runtime state need not be: the containers do not survive it either)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w") as fh:
         json.dump(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if sync:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
 
 
 def start_ticks(pid: int) -> int:
@@ -265,7 +270,7 @@ class Monitor:
                  "monitor_start": start_ticks(os.getpid()), "started": time.time(),
                  "tty": self.tty, "stdin": stdio.stdin_open}
         state.update(self.req.get("state", {}))
-        write_json(os.path.join(self.dir, "state.json"), state)
+        write_json(os.path.join(self.dir, "state.json"), state, sync=False)  # on the spawn path
         self.started = time.monotonic()
 
     def _enter_target_pidns(self) -> None:

@@ -35,7 +35,7 @@ import os
 import resource
 import socket
 import struct
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from backends.linux import caps, libc, sandbox_mounts, seccomp
 from backends.linux.caps import DEFAULT_CAPS

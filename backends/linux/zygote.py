@@ -6,10 +6,10 @@ copy-on-write (``gc.freeze()`` keeps the collector from touching them).
 
 Protocol: the daemon holds one end of a SOCK_SEQPACKET socketpair, the zygote the other. For each
 request the daemon makes a fresh stream socketpair and sends one end to the zygote (SCM_RIGHTS)
-with a one-byte message; the zygote forks, the child calls ``setsid`` and forks again (so the
-monitor is reparented away and the zygote reaps only a short-lived middle process), and the
-monitor reads the request from that socket and answers on it itself (``backends.linux.monitor``).
-The zygote itself never blocks on a container.
+with a one-byte message; the zygote forks, the child calls ``setsid`` and becomes the monitor: it
+reads the request from that socket and answers on it itself (``backends.linux.monitor``). The
+zygote ignores SIGCHLD, so the kernel reaps monitors that end while it runs (after it is gone,
+they are reparented like any orphan). The zygote itself never blocks on a container.
 
 The zygote exits on EOF of its control socket: when the daemon closes it, or dies (even with
 SIGKILL). Monitors do not: they are in their own session and hold no daemon fd, so they outlive
@@ -18,10 +18,10 @@ both (live-restore).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -121,6 +121,7 @@ def main(argv: list[str]) -> int:
     from backends.linux import monitor  # noqa: F401 - the same
 
     os.chdir("/")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel, no zombies
     gc.collect()
     gc.freeze()  # keep the collector off the pages shared with monitors
     while True:
@@ -136,19 +137,16 @@ def main(argv: list[str]) -> int:
             return 0  # the daemon closed its end, or died
         if not fds:
             continue
-        pid = os.fork()
-        if pid == 0:
+        if os.fork() == 0:
             try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the monitor waits for its child
                 ctl.close()
                 os.setsid()
-                if os.fork() == 0:
-                    monitor.serve(fds[0], sandbox_module)
+                monitor.serve(fds[0], sandbox_module)
             finally:
-                os._exit(0)
+                os._exit(1)
         for fd in fds:
             os.close(fd)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from backends.linux import libc
-from backends.linux.sandbox import exec_main, init_main
+from backends.linux.sandbox import exec_main, init_main, preload
 from engine.kernel import ExecSpec, SpawnSpec
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -137,6 +137,7 @@ class Rig:
 
     def __init__(self, tmp_path: Any) -> None:
         require_root()
+        preload()  # as the zygote does: the default seccomp program is built once, here
         self.rootfs = str(tmp_path / "rootfs")
         make_rootfs(self.rootfs)
         libc.mount(self.rootfs, self.rootfs, None, libc.MS_BIND)  # stands in for the overlay

@@ -298,3 +298,26 @@ def test_cwd_env_and_errors(rig: Rig) -> None:
     assert e3.value.errno == errno.EINVAL and "group nogrp" in str(e3.value)
     with pytest.raises(FileNotFoundError):
         rig.run("true", rootfs=rig.rootfs + "-missing")
+
+
+def test_default_profile_rules_follow_capabilities() -> None:
+    from backends.linux.seccomp import compile_profile
+
+    allow = 0x7FFF0000
+
+    def rules(capset: frozenset[str]) -> dict[str, list[tuple[int, list[Any]]]]:
+        out: dict[str, list[tuple[int, list[Any]]]] = {}
+        for action, name, args in compile_profile(default_profile(), capset)["rules"]:
+            out.setdefault(name, []).append((action, args))
+        return out
+
+    base = rules(DEFAULT_CAPS)
+    for name in ("mount", "umount2", "unshare", "setns", "keyctl", "add_key", "kexec_load", "bpf",
+                 "init_module", "reboot", "swapon", "pivot_root", "syslog", "settimeofday"):
+        assert name not in base, name
+    assert base["clone"] == [(allow, [(0, 7, 0x7E020000, 0)])]  # no namespace flags
+    assert base["clone3"] == [(0x00050000 | errno.ENOSYS, [])]
+    assert base["ptrace"] == [(allow, [])]  # Docker allows it on kernels >= 4.8
+    assert (allow, [(0, 1, 40, 0)]) in base["socket"]  # anything but AF_VSOCK
+    admin = rules(DEFAULT_CAPS | {"SYS_ADMIN"})
+    assert admin["mount"] == [(allow, [])] and "clone3" in admin and (allow, []) in admin["clone"]

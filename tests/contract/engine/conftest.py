@@ -57,11 +57,14 @@ def harness(backend: str, tmp_path: Any, loop: asyncio.AbstractEventLoop) -> Ite
                 await eng.container_remove(c.id, force=True)
             except Exception:  # noqa: BLE001 - report through the leak check below
                 pass
-        for img in eng.image_list(all=True):
-            try:
-                eng.image_remove(img.id, force=True)
-            except Exception:  # noqa: BLE001
-                pass
+        for _ in range(8):  # children first: a parent refuses removal while a child exists
+            for img in eng.image_list(all=True):
+                try:
+                    eng.image_remove(img.id, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            if not eng.image_list(all=True):
+                break
         await eng.forget_image_snapshots()
         for e in live:
             await e.close()
