@@ -153,6 +153,8 @@ class SpawnSpec:
     Docker's syntax (``""``, ``uid``, ``uid:gid``, ``name``, ``name:group``) resolved against the
     rootfs's /etc/passwd and /etc/group. ``cgroup`` (if set) must exist (:meth:`Cgroups.create`).
     ``netns`` names an existing network namespace to join instead of creating one.
+    With ``create_cwd`` a missing ``cwd`` is created (``mkdir -p``, mode 0755, owned by root),
+    as Docker does for an image's WorkingDir; without it a missing cwd is an error.
     """
 
     id: str
@@ -175,6 +177,7 @@ class SpawnSpec:
     no_new_privileges: bool = False
     seccomp_profile: str | None = None  # None = the default profile, "unconfined" = none
     etc_files: tuple[tuple[str, bytes], ...] = ()  # generated /etc/hostname, hosts, resolv.conf
+    create_cwd: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -260,6 +260,8 @@ class SimProcesses:
             raise _err(errno.ENOENT, f"netns {spec.netns} does not exist", spec.netns)
         self._check_pids(spec.cgroup)
         env = _env(spec.env)
+        if spec.create_cwd and spec.cwd and not view.exists(spec.cwd):
+            view.mkdir(spec.cwd, 0o755, parents=True)
         program, ids = self._prepare(view, spec.argv, env, spec.cwd or "/", spec.user)
         sbview = self._sandbox_view(view, spec)
         channel, fds, writer = self._stdio(spec.stdio)

@@ -15,7 +15,7 @@ import os
 import struct
 from collections.abc import Callable
 
-from backends.linux.monitor import (CLOSE_STDIN, ERR, EXIT, FRAME, HELLO, OUT, RESIZE, STDIN, frame,
+from backends.linux.monitor_wire import (CLOSE_STDIN, ERR, EXIT, FRAME, HELLO, OUT, RESIZE, STDIN, frame,
                                     sock_path)
 
 _HIGH_WATER = 1 << 20

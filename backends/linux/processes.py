@@ -26,7 +26,7 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 from backends.linux import attach, libc
-from backends.linux.monitor import encode
+from backends.linux.monitor_wire import encode
 from backends.linux.procfs import open_pidfd, sandbox_processes
 from backends.linux.zygote import ZygoteClient
 from engine.kernel import (SIGKILL, ExecSpec, ExitStatus, Pid, ProcessInfo, SandboxInfo,
@@ -222,7 +222,8 @@ class LinuxProcesses:
 
     def _px_zygote_client(self) -> ZygoteClient:
         if self._px_zygote is None:
-            self._px_zygote = ZygoteClient(os.path.join(self.exec_root, "zygote.log"), self._px_sandbox_module)
+            log = os.path.join(self.exec_root, "zygote.log")
+            self._px_zygote = ZygoteClient(log, self._px_sandbox_module)
         return self._px_zygote
 
     async def _px_start(self, path: str, request: dict[str, Any]) -> Pid:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 
-from backends.linux.monitor import start_ticks
+from backends.linux.monitor_wire import start_ticks
 from engine.kernel import Pid, ProcessInfo
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -96,6 +96,11 @@ def init_main(spec: SpawnSpec, *, cgroup_procs: list[str], netns_path: str | Non
         except OSError as e:
             raise OSError(e.errno, f"sethostname {spec.hostname!r}: {e.strerror}") from None
     set_rlimits(spec.rlimits)
+    if spec.create_cwd and spec.cwd:
+        try:  # Docker creates a missing WorkingDir (root-owned, 0755) before the process starts
+            os.makedirs(spec.cwd, 0o755, exist_ok=True)
+        except OSError as e:
+            raise OSError(e.errno, f"create working directory {spec.cwd}: {e.strerror}", spec.cwd) from None
     _finish(spec.argv, spec.env, spec.cwd or "/", spec.user, capset, spec.no_new_privileges, profile)
 
 

@@ -68,14 +68,14 @@ class ZygoteClient:
 
     def call(self, request: dict[str, Any]) -> tuple[Any, list[int]]:
         """Send ``request`` to a new monitor; return its reply and the fds it passed."""
-        from backends.linux.monitor import recv_msg, send_msg
+        from backends.linux.monitor_wire import recv_msg, send_msg
 
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         with a:
             try:
                 with self._lock:
                     for attempt in (0, 1):
-                        ctl = self._ctl if self._alive() else self._restart()
+                        ctl = self._ctl if self._alive() and self._ctl is not None else self._restart()
                         try:
                             ctl.sendmsg([b"R"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                                                   array("i", [b.fileno()]))])
@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     os.set_inheritable(ctl.fileno(), False)
     sandbox_module = argv[2]
     importlib.import_module(sandbox_module)  # preload: monitors fork with it imported
-    from backends.linux import monitor  # noqa: F401 - the same
+    from backends.linux import monitor  # noqa: F401 - the same (and its wire module)
 
     os.chdir("/")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel, no zombies

@@ -213,6 +213,7 @@ class LifecycleMixin:
             no_new_privileges="no-new-privileges" in s.security_opt or "no-new-privileges:true" in s.security_opt,
             seccomp_profile="unconfined" if caps_unconfined or s.privileged else None,
             etc_files=(("/etc/hostname", f"{c.hostname}\n".encode()), ("/etc/hosts", hosts.encode())),
+            create_cwd=True,
         )
 
     async def _undo(self: ContainerService, undo: list[tuple[str, object]]) -> None:

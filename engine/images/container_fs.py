@@ -314,6 +314,11 @@ async def archive_put(eng: Engine, ref: str, path: str, tar: BinaryIO | IO[bytes
             if st.kind != "dir":
                 raise InvalidArgument(f"extraction point is not a directory: {path}")
             await ops.extract(target, path, tar, no_overwrite_dir_non_dir)  # type: ignore[arg-type]
+        except NotADirectoryError as e:
+            if e.filename in (path, path.rstrip("/")):
+                raise _path_error(c, path, e, "extract to") from None
+            raise InvalidArgument(f"cannot extract to {path} in container {c.name}: a parent of "
+                                  f"{e.filename} is not a directory") from None
         except OSError as e:
             raise _path_error(c, path, e, "extract to") from None
     eng.containers.emit(c, "extract-to-dir")

@@ -219,7 +219,8 @@ async def id_(ctx: Ctx) -> int:
         name = user_name(view, num) if "u" in flags else group_name(view, num)
         await ctx.out(f"{name if 'n' in flags and name else num}\n")
         return 0
-    groups = ",".join(_named(g, group_name(view, g)) for g in p.groups or (p.gid,))
+    # the kernel keeps supplementary groups sorted (groups_sort), so getgroups() is ordered
+    groups = ",".join(_named(g, group_name(view, g)) for g in sorted(p.groups or (p.gid,)))
     await ctx.out(f"uid={_named(p.uid, user_name(view, p.uid))} "
                   f"gid={_named(p.gid, group_name(view, p.gid))} groups={groups}\n")
     return 0

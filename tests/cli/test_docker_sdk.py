@@ -94,6 +94,7 @@ def test_attach_socket_with_stdin(sdk: Any) -> None:
             data += sock._sock.recv(4096)
         assert data[8:] == b"ping\n" and data[0] == 1  # one stdout frame
         sock.close()
+        sock._sock.close()  # docker-py's SocketIO does not own the socket
     finally:
         c.remove(force=True)
 

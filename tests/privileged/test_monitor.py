@@ -58,8 +58,8 @@ async def test_exit_codes(rig: Rig) -> None:
     (("/bin/missing",), FileNotFoundError, errno.ENOENT),
     (("/etc/passwd",), PermissionError, errno.EACCES),
 ])
-async def test_spawn_error_classes_leave_nothing(rig: Rig, argv: tuple[str, ...], exc: type,
-                                                 code: int) -> None:
+async def test_spawn_error_classes_leave_nothing(rig: Rig, argv: tuple[str, ...],
+                                                 exc: type[OSError], code: int) -> None:
     k = rig.kernel
     with pytest.raises(exc) as ei:
         await rig.spawn(*argv)

@@ -65,7 +65,7 @@ async def test_copy_into_running_container(engine: Engine) -> None:
     await engine.container_start(c.id)
     await engine.container_archive_put(c.id, "/tmp", io.BytesIO(A.tar_of({"live": b"on\n"})))
     res = await engine.exec_run(c.id, ["cat", "/tmp/live"])
-    assert res.exit_code == 0 and res.output == b"on\n" if hasattr(res, "output") else True
+    assert res.exit_code == 0 and res.stdout == b"on\n"
     st, stream = await engine.container_archive_get(c.id, "/tmp/live")
     with stream:
         assert members(stream) == {"live": b"on\n"}
@@ -107,8 +107,15 @@ async def test_put_errors(engine: Engine) -> None:
         await engine.container_archive_put(c.id, "/etc/passwd", io.BytesIO(A.tar_of({"a": b"1"})))
     with pytest.raises(InvalidArgument):  # truncated tar
         await engine.container_archive_put(c.id, "/tmp", io.BytesIO(A.tar_of({"a": b"1"})[:700]))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("passwd")
+        ti.type = tarfile.DIRTYPE
+        tf.addfile(ti)
     with pytest.raises(InvalidArgument):  # dir over non-dir refused when asked
-        await engine.container_archive_put(c.id, "/etc", io.BytesIO(
-            A.tar_of({"passwd/x": b"1"})), no_overwrite_dir_non_dir=True)
+        await engine.container_archive_put(c.id, "/etc", io.BytesIO(buf.getvalue()),
+                                           no_overwrite_dir_non_dir=True)
+    with pytest.raises(InvalidArgument):  # a file where a parent dir should be
+        await engine.container_archive_put(c.id, "/etc", io.BytesIO(A.tar_of({"passwd/x": b"1"})))
     with pytest.raises(NotFound):
         await engine.container_archive_get("nosuch", "/")

@@ -81,8 +81,8 @@ async def test_spawn_missing_cwd(box: Box) -> None:
 
 @pytest.mark.parametrize("user, expect", [
     ("", b"uid=0(root) gid=0(root) groups=0(root),10(wheel)\n"),
-    ("alice", b"uid=1000(alice) gid=1000(alice) groups=1000(alice),50(staff)\n"),
-    ("1000", b"uid=1000(alice) gid=1000(alice) groups=1000(alice),50(staff)\n"),
+    ("alice", b"uid=1000(alice) gid=1000(alice) groups=50(staff),1000(alice)\n"),
+    ("1000", b"uid=1000(alice) gid=1000(alice) groups=50(staff),1000(alice)\n"),
     ("alice:wheel", b"uid=1000(alice) gid=10(wheel) groups=10(wheel)\n"),
     ("4242:4343", b"uid=4242 gid=4343 groups=4343\n"),
 ])
@@ -454,3 +454,8 @@ async def test_shell_semantics(box: Box, script: str, expect: bytes) -> None:
 
 async def test_shell_exit_code_wraps(box: Box) -> None:
     assert (await box.run("sh", "-c", "exit 300"))[0] == 44
+
+
+async def test_spawn_creates_missing_cwd_when_asked(box: Box) -> None:
+    code, out, _ = await box.run("pwd", cwd="/work/dir", create_cwd=True)
+    assert (code, out) == (0, b"/work/dir\n")
