@@ -18,12 +18,17 @@ DEFAULT_ROOT = "/var/lib/wharfie"
 DEFAULT_EXEC_ROOT = "/run/wharfie"
 
 
-def make_kernel(backend: str, root: str, exec_root: str, seed: int | None = None) -> Kernel:
-    """Instantiate a backend by name. Raises ValueError for an unknown name."""
+def make_kernel(backend: str, root: str, exec_root: str, seed: int | None = None,
+                realtime: bool = False) -> Kernel:
+    """Instantiate a backend by name. Raises ValueError for an unknown name.
+
+    ``realtime`` applies to the sim: a daemon runs it on a normal loop with the host's clock;
+    tests run it on a virtual-time loop.
+    """
     if backend == "sim":
         from sim import SimKernel
 
-        return SimKernel(seed=seed or 0)
+        return SimKernel(seed=seed or 0, realtime=realtime)
     if backend == "linux":
         from backends.linux import LinuxKernel  # type: ignore[import-not-found]
 
@@ -47,7 +52,7 @@ def best_backend() -> str:
 
 def make_engine(backend: str = "sim", root: str = DEFAULT_ROOT, exec_root: str = DEFAULT_EXEC_ROOT, *,
                 kernel: Kernel | None = None, seed: int | None = None,
-                crash_hook: Callable[[str], None] | None = None) -> Engine:
+                crash_hook: Callable[[str], None] | None = None, realtime: bool = False) -> Engine:
     """Build an Engine over ``root`` (state) and ``exec_root`` (runtime).
 
     Args:
@@ -55,10 +60,11 @@ def make_engine(backend: str = "sim", root: str = DEFAULT_ROOT, exec_root: str =
         kernel: an existing kernel to reuse (tests: a "restarted daemon" over the same sim).
         seed: makes ids and names reproducible (tests).
         crash_hook: called at named crash points (tests simulate a daemon crash there).
+        realtime: the daemon's case (see :func:`make_kernel`).
     """
     os.makedirs(root, exist_ok=True)
     os.makedirs(exec_root, exist_ok=True)
-    k = kernel if kernel is not None else make_kernel(backend, root, exec_root, seed)
+    k = kernel if kernel is not None else make_kernel(backend, root, exec_root, seed, realtime)
     rng = random.Random(seed) if seed is not None else random.SystemRandom()
     ctx = Context(kernel=k, root=root, exec_root=exec_root, events=EventBus(k.wall_time), rng=rng,
                   crash_hook=crash_hook)

@@ -409,7 +409,7 @@ class Client:
     def import_image(self, data: IO[bytes] | bytes, reference: str | None = None, changes: list[str] | None = None,
                      message: str | None = None, platform: str | None = None) -> Iterator[Any]:
         q = {"fromSrc": "-", "repo": reference, "changes": changes or None, "message": message, "platform": platform}
-        body = data if hasattr(data, "read") else _BytesReader(data)  # type: ignore[arg-type]
+        body = data if hasattr(data, "read") else _BytesReader(data)
         return self.request("POST", "/images/create", q, body=body, stream=True).lines()
 
     def tag(self, source: str, repo: str, tag: str | None = None) -> None:

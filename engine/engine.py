@@ -96,6 +96,7 @@ class Engine:
         self.closed = True
         await self.containers.shutdown()
         self.meta.close()
+        await self.kernel.close()  # containers keep running (live-restore)
 
     # -- system -----------------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ class Engine:
     async def exec_resize(self, exec_id: str, rows: int, cols: int) -> None:
         await attach.exec_resize(self.containers, exec_id, rows, cols)
 
-    async def image_import_async(self, stream: IO[bytes], reference: str | None = None,
+    async def image_import_async(self, stream: BinaryIO, reference: str | None = None,
                                  changes: list[str] | None = None, message: str = "",
                                  platform: str | None = None) -> str:
         """``image_import`` with the unpacking and hashing on a worker thread (big tarballs must

@@ -119,11 +119,17 @@ class StdioSpec:
     monitor on Linux), so it is kept while the daemon is down. ``stdin_open`` keeps a stdin pipe
     that :meth:`Processes.stdio` can write to; otherwise stdin is /dev/null. With ``tty`` the
     process gets a pseudo-terminal: stdout and stderr are one stream (reported as fd 1).
+
+    ``attach_grace`` holds the output back (in the pipe) for up to that many seconds until a
+    first :meth:`Processes.stdio` attach, so a caller that attaches right after ``spawn`` sees
+    the output from the very start. 0 = output flows to the log at once (the engine's case: it
+    reads the log).
     """
 
     log: LogSpec | None = None
     stdin_open: bool = False
     tty: bool = False
+    attach_grace: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

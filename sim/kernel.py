@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from engine.kernel import KernelInfo
 from sim.cgroups import SimCgroups
@@ -18,12 +19,15 @@ class SimKernel(SimProcesses, SimSnapshots, SimCgroups, SimNetwork):
     Args:
         seed: seeds every id and random choice, so runs are reproducible.
         hostname, cpus, memory: what ``info()`` reports for the simulated host.
-        epoch: wall-clock time at loop time 0.
+        epoch: wall-clock time at loop time 0 (virtual time).
+        realtime: the wall clock is the host's (``time.time()``), for a daemon running the sim
+            on a normal event loop; otherwise it is ``epoch`` + the loop's (virtual) time.
     """
 
     def __init__(self, *, seed: int = 0, hostname: str = "simhost", cpus: int = 2,
-                 memory: int = 8 * 1024**3, epoch: float = DEFAULT_EPOCH) -> None:
+                 memory: int = 8 * 1024**3, epoch: float = DEFAULT_EPOCH, realtime: bool = False) -> None:
         self.world = World(seed=seed, hostname=hostname, cpus=cpus, memory=memory, epoch=epoch)
+        self.realtime = realtime
         self.faults = self.world.faults
         self._init_processes()
         self._init_snapshots()
@@ -36,6 +40,8 @@ class SimKernel(SimProcesses, SimSnapshots, SimCgroups, SimNetwork):
                           features=frozenset({"overlay", "cgroup2", "freezer", "pids", "memory"}))
 
     def wall_time(self) -> float:
+        if self.realtime:
+            return time.time()
         try:
             return self.world.epoch + asyncio.get_running_loop().time()
         except RuntimeError:

@@ -280,17 +280,23 @@ class SimProcesses:
         return Pid(proc.pid)
 
     def _sandbox_view(self, view: Any, spec: SpawnSpec) -> FsView:
-        """The sandbox's mount namespace: the rootfs (generated /etc files as a layer between
-        the image and the write layer, like Docker's bind mounts), plus its own tmpfs mounts."""
-        layers = list(view.layers)
+        """The sandbox's mount namespace: the rootfs, the generated /etc files bind-mounted over
+        it (reads and writes of those paths go to the sandbox's own copy, never to the write
+        layer, as with Docker's /etc/hosts), plus its own tmpfs mounts."""
+        sbview: FsView
         if spec.etc_files:
-            etc = FsView([], Tree())
+            etc = FsView([], Tree(), clock=view.clock)
             for path, data in spec.etc_files:
                 etc.mkdir(posixpath.dirname(path) or "/", parents=True)
                 etc.write(path, data)
-            layers.insert(0, etc.upper)
-        sbview = FsView(layers, view.upper, readonly=False, world_faults=view.faults,
-                        clock=view.clock)
+                if not view.exists(path) and view.exists(posixpath.dirname(path) or "/"):
+                    view.write(path, b"")  # the mount point, as runc creates it
+            sbview = _BindFilesView(list(view.layers), view.upper, readonly=False,
+                                    world_faults=view.faults, clock=view.clock)
+            sbview.bound = {posixpath.normpath(p): etc for p, _ in spec.etc_files}
+        else:
+            sbview = FsView(list(view.layers), view.upper, readonly=False, world_faults=view.faults,
+                            clock=view.clock)
         for mp, sub in view.mounts().items():
             sbview.mount_at(mp, sub)
         for m in spec.mounts:
@@ -394,3 +400,33 @@ def _current_task() -> asyncio.Task[Any] | None:
         return asyncio.current_task()
     except RuntimeError:
         return None
+
+
+class _BindFilesView(FsView):
+    """An FsView with single files bind-mounted over it (``bound``: path → the view holding it)."""
+
+    bound: dict[str, FsView]
+
+    def _target(self, path: str) -> FsView | None:
+        return self.bound.get(posixpath.normpath(path))
+
+    def read(self, path: str) -> bytes:
+        t = self._target(path)
+        return t.read(path) if t is not None else super().read(path)
+
+    def stat(self, path: str, follow: bool = True) -> Any:
+        t = self._target(path)
+        return t.stat(path, follow) if t is not None else super().stat(path, follow)
+
+    def write(self, path: str, data: bytes, append: bool = False, mode: int = 0o644) -> None:
+        t = self._target(path)
+        if t is not None:
+            t.write(path, data, append, mode)  # a bind mount stays writable under --read-only
+        else:
+            super().write(path, data, append, mode)
+
+    def unlink(self, path: str) -> None:
+        if self._target(path) is not None:
+            raise OSError(errno.EBUSY, "Device or resource busy", path)  # a mount point
+        super().unlink(path)
+

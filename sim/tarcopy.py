@@ -59,7 +59,7 @@ def archive(view: FsView, path: str, out: BinaryIO) -> PathStat:
     follow = path.endswith("/") or path.endswith("/.")
     real = view.resolve(path) if follow else _parent_resolved(view, path)
     top = "." if path.endswith("/.") else st.name.strip("/") or "."
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         _add(tf, view, real, top, view.stat(real, follow=False))
         if st.kind == "dir":
             base = real.rstrip("/")

@@ -15,7 +15,7 @@ and shares the zygote's pages copy-on-write. One monitor per spawned sandbox and
 5. loops (poll, no asyncio): output → log and attached clients; client frames → stdin / resize;
    child exit → drain, flush the log, write ``exit.json`` atomically, send the exit frame, exit.
 
-Attach gate: output is not read until the first client attaches or ``ATTACH_GRACE`` seconds after
+Attach gate: output is not read until the first client attaches or ``stdio.attach_grace`` s after
 the exec, whichever comes first (it waits in the pipe meanwhile). So a client attaching right after
 ``spawn`` returns sees the output from the very start, while "output after the attach began" holds
 for any later client, and nothing is ever in the log *and* replayed.
@@ -48,7 +48,6 @@ from backends.linux.monitor_wire import (CLOSE_STDIN, ERR, EXIT, FRAME, HELLO, O
 from engine.containers.logfile import LogWriter
 from engine.kernel import ExecSpec, Namespace, SpawnSpec
 
-ATTACH_GRACE = 0.2  # seconds the output waits for a first client before it is read anyway
 DRAIN_GRACE = 0.5  # after the exit, how long to wait for EOF from writers that outlive the child
 FLUSH_DEADLINE = 2.0  # at the end, how long slow clients get to take their last frames
 CLIENT_BUF_MAX = 8 << 20  # a client that lags more than this is dropped
@@ -205,7 +204,7 @@ class Monitor:
 
     # -- loop -------------------------------------------------------------------------------------
     def run(self) -> None:
-        reading, gate = False, self.started + ATTACH_GRACE
+        reading, gate = False, self.started + self.spec.stdio.attach_grace
         drain_until: float | None = None
         assert self.listener is not None
         lfd = self.listener.fileno()

@@ -77,7 +77,8 @@ def encode(obj: Any) -> Any:
 
 def _stdio(d: dict[str, Any]) -> StdioSpec:
     log = d.get("log")
-    return StdioSpec(log=LogSpec(**log) if log else None, stdin_open=d["stdin_open"], tty=d["tty"])
+    return StdioSpec(log=LogSpec(**log) if log else None, stdin_open=d["stdin_open"], tty=d["tty"],
+                     attach_grace=float(d.get("attach_grace", 0.0)))
 
 
 def decode_spawn(d: dict[str, Any]) -> SpawnSpec:

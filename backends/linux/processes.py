@@ -60,7 +60,10 @@ class _Proc:
 
 
 def _readable(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
+    """A pidfd polls readable once its process has exited (poll: fds may exceed FD_SETSIZE)."""
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(0))
 
 
 def _read_exit(path: str) -> ExitStatus | None:

@@ -86,7 +86,7 @@ def make_app(engine: object) -> web.Application:
     from engine.api.routes import containers, execs, images, system
 
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
-    app[ENGINE] = engine  # type: ignore[assignment]
+    app[ENGINE] = engine
     app.on_response_prepare.append(_headers)
     for module in (system, containers, execs, images):
         for method, path, handler in module.ROUTES:

@@ -18,7 +18,6 @@ import signal
 import socket
 import ssl
 import sys
-import time
 from typing import Any
 
 from engine.api import paths
@@ -161,8 +160,7 @@ async def serve(args: argparse.Namespace) -> None:
             sites_spec.append(("tcp", (h.strip("[]") or "127.0.0.1", int(port), ctx)))
         else:
             raise DaemonError(f"unsupported host {host!r}: use unix:///path or tcp://host:port")
-    engine = make_engine(args.backend, args.root, args.exec_root)
-    _realtime_sim(engine)
+    engine = make_engine(args.backend, args.root, args.exec_root, realtime=True)
     await engine.start()
     runner = web.AppRunner(make_app(engine), access_log=None, handle_signals=False, shutdown_timeout=2.0,
                             handler_cancellation=True)
@@ -195,16 +193,6 @@ async def serve(args: argparse.Namespace) -> None:
         if args.pidfile:
             with contextlib.suppress(OSError):
                 os.unlink(args.pidfile)
-
-
-def _realtime_sim(engine: Any) -> None:
-    """Under the daemon the sim runs on a normal loop: align its wall clock with the host's, so
-    ``Created``/``since`` timestamps agree with the clients' clock."""
-    world = getattr(engine.kernel, "world", None)
-    if world is not None and hasattr(world, "epoch"):
-        world.epoch = time.time() - time.monotonic()
-        # the sim's wall clock needs the running loop; image imports run on worker threads
-        engine.image_store.clock = time.time
 
 
 def main(argv: list[str] | None = None) -> None:

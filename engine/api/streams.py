@@ -69,8 +69,9 @@ class Hijack:
     """The raw connection after ``101 UPGRADED`` (or a plain 200 stream when not upgraded)."""
 
     def __init__(self, request: web.Request, transport: asyncio.Transport, proto: _Proto | None,
-                 inbox: asyncio.Queue[bytes | None]) -> None:
+                 inbox: asyncio.Queue[bytes | None], response: web.StreamResponse) -> None:
         self.request = request
+        self.response = response
         self.transport = transport
         self.proto = proto
         self.inbox = inbox
@@ -93,18 +94,16 @@ class Hijack:
         if upgrade:
             handler = request.protocol
             tail = getattr(handler, "_message_tail", b"")
-            proto = _Proto(inbox, transport)  # type: ignore[arg-type]
+            proto = _Proto(inbox, transport)
             transport.set_protocol(proto)
             if tail:
                 inbox.put_nowait(tail)
-                handler._message_tail = b""  # type: ignore[attr-defined]
-            if not transport.is_reading():  # type: ignore[attr-defined]
-                transport.resume_reading()  # type: ignore[attr-defined]
+                handler._message_tail = b""
+            if not transport.is_reading():
+                transport.resume_reading()
         else:
             inbox.put_nowait(None)
-        self = cls(request, transport, proto, inbox)  # type: ignore[arg-type]
-        self._resp = resp
-        return self
+        return cls(request, transport, proto, inbox, resp)
 
     @property
     def closed(self) -> bool:
@@ -114,7 +113,7 @@ class Hijack:
         if self.transport.is_closing():
             raise ConnectionResetError("client went away")
         if self.proto is None:
-            await self._resp.write(data)
+            await self.response.write(data)
             return
         self.transport.write(data)
         if self.transport.get_write_buffer_size() > HIGH_WATER:

@@ -43,7 +43,7 @@ def _start_error(e: Exception) -> Exit:
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
-def create(app: App, image: str, command: tuple[str, ...], **opts: Any) -> None:
+def create(app: App, /, image: str, command: tuple[str, ...], **opts: Any) -> None:
     """Create a new container."""
     click.echo(_create(app, opts, image, command))
 
@@ -56,7 +56,7 @@ def create(app: App, image: str, command: tuple[str, ...], **opts: Any) -> None:
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @pass_app
-def run(app: App, image: str, command: tuple[str, ...], detach: bool, detach_keys: str | None, sig_proxy: bool,
+def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_keys: str | None, sig_proxy: bool,
         **opts: Any) -> None:
     """Create and run a new container from an image."""
     from engine import errors

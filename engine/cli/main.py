@@ -12,11 +12,40 @@ import sys
 import click
 
 from engine import __version__
-from engine.cli import containers, images, query, system
 from engine.cli.app import EXIT_DAEMON, App, Exit, engine_error_message
 
+# name -> "module:attribute" ("attribute()" builds a group); imported only when invoked, so
+# ``wharfie --version`` loads click alone and ``wharfie ps`` adds just what ps needs.
+COMMANDS = {
+    **{n: f"engine.cli.containers:{n}" for n in ("create", "run", "start", "stop", "kill", "restart", "pause",
+                                                   "unpause", "wait", "rm", "rename", "update", "attach")},
+    "exec": "engine.cli.containers:exec_",
+    **{n: f"engine.cli.query:{n}" for n in ("ps", "logs", "top", "stats", "inspect", "events")},
+    "version": "engine.cli.system:version", "info": "engine.cli.system:info",
+    "images": "engine.cli.images:images", "import": "engine.cli.images:import_", "tag": "engine.cli.images:tag",
+    "rmi": "engine.cli.images:rmi", "history": "engine.cli.images:history",
+    "image": "engine.cli.images:image_group()", "system": "engine.cli.system:system_group()",
+    "container": "engine.cli.main:container_group()",
+}
 
-@click.group(context_settings={"help_option_names": ["--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        spec = COMMANDS.get(name)
+        if spec is None:
+            return super().get_command(ctx, name)
+        import importlib
+
+        module, _, attr = spec.partition(":")
+        obj = getattr(importlib.import_module(module), attr.rstrip("()"))
+        cmd: click.Command = obj() if attr.endswith("()") else obj
+        return cmd
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["--help"], "max_content_width": 100})
 @click.option("-H", "--host", help="Daemon socket to connect to (unix:///path, tcp://host:port; "
                                    "env WHARFIE_HOST or DOCKER_HOST)")
 @click.option("--tls", is_flag=True, help="Use TLS; implied by --tlsverify")
@@ -42,21 +71,9 @@ def cli(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool, tlscac
     ctx.obj = App(host, tls or tlsverify or bool(tlscacert), tlsverify, tlscacert, tlscert, tlskey, debug)
 
 
-for _cmd in (containers.create, containers.run, containers.start, containers.stop, containers.kill,
-             containers.restart, containers.pause, containers.unpause, containers.wait, containers.rm,
-             containers.rename, containers.update, containers.attach, containers.exec_, query.ps, query.logs,
-             query.top, query.stats, query.inspect, query.events, system.version, system.info):
-    cli.add_command(_cmd)
-cli.add_command(images.images, "images")
-cli.add_command(images.import_, "import")
-cli.add_command(images.tag, "tag")
-cli.add_command(images.rmi, "rmi")
-cli.add_command(images.history, "history")
-cli.add_command(images.image_group())
-cli.add_command(system.system_group())
+def container_group() -> click.Group:
+    from engine.cli import containers, query
 
-
-def _container_group() -> click.Group:
     group = click.Group("container", help="Manage containers")
     for cmd in (containers.create, containers.run, containers.start, containers.stop, containers.kill,
                 containers.restart, containers.pause, containers.unpause, containers.wait, containers.rename,
@@ -68,8 +85,6 @@ def _container_group() -> click.Group:
     group.add_command(query.ps, "list")
     return group
 
-
-cli.add_command(_container_group())
 
 
 def main(argv: list[str] | None = None) -> None:

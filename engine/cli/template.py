@@ -95,6 +95,8 @@ class Template:
         pos = 0
         for m in _ACTION.finditer(text):
             lead = text[pos:m.start()]
+            if "{{" in lead:
+                raise TemplateError("unclosed action")
             if m.group(0).startswith("{{-"):
                 lead = lead.rstrip()
             if lead:
@@ -121,6 +123,8 @@ class Template:
         if len(stack) != 1:
             raise TemplateError("unexpected EOF: missing {{end}}")
         tail = text[pos:]
+        if "{{" in tail:
+            raise TemplateError("unclosed action")
         if tail:
             root.append(("text", tail))
         return root

@@ -75,6 +75,10 @@ class _Guarded:
             return self._inner.read(n)
         except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as e:
             raise InvalidArgument(f"cannot import: corrupt {self._kind} stream: {e}") from e
+        except Exception as e:  # zstandard.ZstdError
+            if type(e).__name__ == "ZstdError":
+                raise InvalidArgument(f"cannot import: corrupt {self._kind} stream: {e}") from e
+            raise
 
     def readable(self) -> bool:
         return True
@@ -104,8 +108,14 @@ def decompressed(stream: BinaryIO) -> tuple[_Guarded, Compression]:
     if kind is Compression.NONE:
         return _Guarded(src, kind), kind
     if kind is Compression.ZSTD:
-        raise NotImplemented_("cannot import: zstd-compressed archives are not supported; "
-                              "decompress the archive first")
+        try:
+            import zstandard
+        except ImportError:
+            raise NotImplemented_("cannot import: zstd-compressed archives need the 'zstandard' "
+                                  "Python package; decompress the archive first") from None
+        reader = cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, src), read_across_frames=True))
+        return _Guarded(reader, kind, owned=reader), kind
     fileobj = cast(BinaryIO, src)
     opened: BinaryIO
     if kind is Compression.GZIP:

@@ -18,7 +18,8 @@ from typing import Any, BinaryIO, Protocol
 from engine.errors import InvalidArgument, NotImplemented_
 from engine.images.archive import Compression, detect
 
-try:  # optional dependency (pyproject: wharfie[zstd] / dependencies)
+_zstd: Any
+try:  # optional at run time (listed in pyproject's dependencies)
     import zstandard as _zstd
 except ImportError:  # pragma: no cover - depends on the environment
     _zstd = None
@@ -137,11 +138,12 @@ def compressor(kind: Compression, out: _Sink) -> Any:
             an unknown kind (layers are gzip or zstd in the OCI spec).
     """
     if kind is Compression.GZIP:
-        return gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=6)  # type: ignore[arg-type]
+        sink: Any = out
+        return gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0, compresslevel=6)
     if kind is Compression.ZSTD:
         if _zstd is None:
             raise NotImplemented_("zstd compression needs the 'zstandard' Python package")
-        return _zstd.ZstdCompressor(level=3).stream_writer(out, closefd=False)  # type: ignore[arg-type]
+        return _zstd.ZstdCompressor(level=3).stream_writer(out, closefd=False)
     raise InvalidArgument(f"unsupported layer compression {kind!r}: choose gzip or zstd")
 
 

@@ -20,7 +20,7 @@ import os
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 from engine import refs
 from engine.containers.lifecycle import DEFAULT_PATH
@@ -135,7 +135,7 @@ async def commit(eng: Engine, ref: str, reference: str | None, changes: tuple[st
     with layer:
         cfg = commit_config(c, image_cfg)
         image_id: str = await _in_thread(functools.partial(
-            eng.image_store.commit, layer, c.image_id, cfg, reference=reference,
+            eng.image_store.commit, cast(BinaryIO, layer), c.image_id, cfg, reference=reference,
             changes=list(changes), author=author, comment=comment,
             created_by=" ".join(c.argv)))
     eng.containers.emit(c, "commit", comment=comment, imageID=image_id)
@@ -167,7 +167,7 @@ async def diff(eng: Engine, ref: str) -> list[tuple[str, str]]:
     try:
         def work() -> list[tuple[str, str]]:
             lower = flatten.merged(files)
-            return flatten.changes(lower, layer)  # type: ignore[arg-type]
+            return flatten.changes(lower, cast(BinaryIO, layer))
 
         return await _in_thread(work)
     except TarError as e:
@@ -181,7 +181,7 @@ async def diff(eng: Engine, ref: str) -> list[tuple[str, str]]:
 async def export(eng: Engine, ref: str, out: BinaryIO | IO[bytes]) -> None:
     c = eng.containers.get(ref)
     layer = await _diff(eng, c, "export")
-    files = _open_layers(eng, c.image_id) + [layer]  # type: ignore[list-item]
+    files = _open_layers(eng, c.image_id) + [cast(BinaryIO, layer)]
     try:
         def work() -> None:
             m = flatten.merged(files)

@@ -120,7 +120,7 @@ def merged(layers: Sequence[BinaryIO], limits: ScanLimits | None = None) -> Merg
 def export(m: Merged, layers: Sequence[BinaryIO], out: BinaryIO | IO[bytes]) -> None:
     """Write the merged tree ``m`` (built from ``layers``, still open) as a plain tar."""
     emitted: dict[int, str] = {}  # id(content rec) → first path written with that content
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for path in m.paths():
             rec = m.recs[path]
             e = rec.entry

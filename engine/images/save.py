@@ -244,7 +244,7 @@ def _write(out: BinaryIO | IO[bytes], blobs: dict[str, _Blob], images: list[_Ima
         oci.OCI_LAYOUT: oci.dump({"imageLayoutVersion": oci.OCI_LAYOUT_VERSION}),
         "repositories": oci.dump(repositories),
     }
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tf:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as tf:
         tf.addfile(_header("blobs/", directory=True))
         tf.addfile(_header("blobs/sha256/", directory=True))
         for digest in sorted(blobs):

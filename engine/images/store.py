@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import builtins
 
+import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -391,6 +393,12 @@ class ImageStore:
         Returns:
             ``(removed_chain_ids, removed_blob_digests)``.
         """
+        # load/save spool directories a crash left under <root>/tmp (see engine.images.load)
+        spool = os.path.join(self.blobs.root, "tmp")
+        if os.path.isdir(spool):
+            for name in os.listdir(spool):
+                if name.startswith(("load-", "save-")):
+                    shutil.rmtree(os.path.join(spool, name), ignore_errors=True)
         with self.lock:
             with self.meta.transaction():
                 layers = self.meta.unreferenced_layers()

@@ -176,8 +176,7 @@ class Shell:
             if prev is not None:
                 prev.close()
             await self.err(f"can't fork: {os.strerror(e.errno or errno.EAGAIN)}")
-            if not children:
-                return 2
+            raise ProgramExit(2) from None  # like ash: a failed fork ends a non-interactive shell
         status = 0
         for child in children:
             status = (await self.ctx.wait_child(child)).exit_code
@@ -208,8 +207,7 @@ class Shell:
             child = await self.fork(self._sub(andor), table)
         except OSError as e:
             await self.err(f"can't fork: {os.strerror(e.errno or errno.EAGAIN)}")
-            self.status = 2
-            return
+            raise ProgramExit(2) from None
         self.jobs.append(child)
         self.last_bg = child.nspid
 
@@ -229,7 +227,7 @@ class Shell:
                     child = await self.fork(self._sub(Group(cmd.body)), table)
                 except OSError as e:
                     await self.err(f"can't fork: {os.strerror(e.errno or errno.EAGAIN)}")
-                    return 2
+                    raise ProgramExit(2) from None
                 return (await self.ctx.wait_child(child)).exit_code
             return await self.run_seq(cmd.body, table)
         if isinstance(cmd, If):

@@ -78,7 +78,7 @@ async def run_simple(sh: Shell, cmd: Simple, fds: dict[int, Stream], exec_last: 
         child = await ctx.spawn(tuple(words), prog, fds=table, env=env)
     except OSError as e:
         await sh.err(f"can't fork: {os.strerror(e.errno or errno.EAGAIN)}")
-        return 2
+        raise ProgramExit(2) from None  # like ash: a failed fork ends a non-interactive shell
     return (await ctx.wait_child(child)).exit_code
 
 

@@ -86,15 +86,16 @@ def test_attach_socket_with_stdin(sdk: Any) -> None:
     try:
         sock = sdk.api.attach_socket(c.id, params={"stdin": 1, "stdout": 1, "stream": 1})
         c.start()
-        sock._sock.sendall(b"ping\n")
+        raw = sock._sock
+        raw.sendall(b"ping\n")
         data = b""
         deadline = time.monotonic() + 5
-        sock._sock.settimeout(5)
+        raw.settimeout(5)
         while b"ping\n" not in data and time.monotonic() < deadline:
-            data += sock._sock.recv(4096)
+            data += raw.recv(4096)
         assert data[8:] == b"ping\n" and data[0] == 1  # one stdout frame
         sock.close()
-        sock._sock.close()  # docker-py's SocketIO does not own the socket
+        raw.close()  # docker-py's SocketIO does not own the socket
     finally:
         c.remove(force=True)
 

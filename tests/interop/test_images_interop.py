@@ -28,7 +28,6 @@ import pytest
 from engine.bootstrap import make_engine
 from engine.engine import Engine
 from engine.images.busybox import find_busybox, rootfs_tar_bytes
-from sim.loop import VirtualTimeLoop
 from tests.contract.engine.helpers import output, run, spec
 
 
@@ -44,15 +43,6 @@ def sh(*argv: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     if res.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = VirtualTimeLoop()
-    asyncio.set_event_loop(lp)
-    yield lp
-    asyncio.set_event_loop(None)
-    lp.close()
 
 
 @pytest.fixture
@@ -196,8 +186,8 @@ def test_docker_loads_and_runs_a_wharfie_image(wharfie: Engine, dockerd: Dockerd
 
 
 @pytest.mark.privileged
-def test_docker_saved_image_loads_into_wharfie_and_runs(wharfie: Engine, dockerd: Dockerd,
-                                                        tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+def test_docker_saved_image_loads_into_wharfie_and_runs(
+        wharfie: Engine, dockerd: Dockerd, tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
     archive = save(wharfie, tmp_path / "w.tar", "wharfie/bb:1")
     dockerd.docker("load", "-i", str(archive))
     # a layer made by docker itself: commit a change, with a deletion (whiteout)

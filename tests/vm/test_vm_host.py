@@ -71,7 +71,7 @@ def test_cgroup_hierarchy_is_the_booted_one(host: Any) -> None:
 def test_namespaces_and_overlayfs_work(host: Any) -> None:
     # a pid+mount+net+uts+ipc namespace whose pid 1 is the command, as a container's is
     r = host.run("unshare --pid --mount --net --uts --ipc --fork --mount-proc sh -c "
-                 "'hostname ns-test && echo $$ $(hostname) $(ls /sys/class/net)'")
+                 "'hostname ns-test && echo $$ $(hostname) $(ip -o link show | cut -d: -f2)'")
     assert r.rc == 0 and r.stdout.split() == ["1", "ns-test", "lo"], r
     r = host.run(
         "d=$(mktemp -d) && mkdir $d/l $d/u $d/w $d/m && echo low >$d/l/f && "

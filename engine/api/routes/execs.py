@@ -45,10 +45,10 @@ async def start(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionResetError):
             await hj.write(msg if rec.tty else frame(2, msg))
         hj.close()
-        return hj._resp
+        return hj.response
     att: Any = e.exec_attach(rec.id)
     await session(hj, _WaitExit(att, e, rec.id), rec.tty, rec.open_stdin, DETACH_KEYS if rec.tty else b"")
-    return hj._resp
+    return hj.response
 
 
 class _WaitExit:

@@ -174,4 +174,4 @@ async def attach(request: web.Request) -> web.StreamResponse:
         att.close()
     hj = await Hijack.start(request, RAW if c.spec.tty else MULTIPLEXED)
     await session(hj, att, c.spec.tty, stdin and c.spec.open_stdin, keys)
-    return hj._resp
+    return hj.response

@@ -84,11 +84,11 @@ async def test_commit_running_container_pauses_and_resumes(engine: Engine) -> No
 
 
 async def test_diff_kinds(engine: Engine) -> None:
-    cid, code = await run(engine, sh("echo new > /new; echo changed > /etc/hosts; rm /etc/group"))
+    cid, code = await run(engine, sh("echo new > /new; echo changed > /etc/os-release; rm /etc/group"))
     assert code == 0
     d = dict((p, k) for k, p in await engine.container_diff(cid))
     assert d["/new"] == "A"
-    assert d["/etc/hosts"] == "C"
+    assert d["/etc/os-release"] == "C"
     assert d["/etc/group"] == "D"
     assert d["/etc"] == "C"
     paths = [p for _, p in await engine.container_diff(cid)]
@@ -96,7 +96,7 @@ async def test_diff_kinds(engine: Engine) -> None:
 
 
 async def test_export_is_the_merged_filesystem(engine: Engine) -> None:
-    cid, code = await run(engine, sh("echo out > /exported; rm /etc/group; echo h > /etc/hosts"))
+    cid, code = await run(engine, sh("echo out > /exported; rm /etc/group; echo h > /etc/os-release"))
     assert code == 0
     buf = io.BytesIO()
     await engine.container_export(cid, buf)
@@ -106,7 +106,7 @@ async def test_export_is_the_merged_filesystem(engine: Engine) -> None:
         assert "etc/group" not in names
         assert not any(".wh." in n for n in names)
         assert tf.extractfile("exported").read() == b"out\n"  # type: ignore[union-attr]
-        assert tf.extractfile("etc/hosts").read() == b"h\n"  # type: ignore[union-attr]
+        assert tf.extractfile("etc/os-release").read() == b"h\n"  # type: ignore[union-attr]
         assert tf.getmember("bin/sh").issym()
     assert len(names) == len(set(names))
 

@@ -10,15 +10,8 @@ import pytest
 
 from engine.engine import Engine
 from engine.errors import InvalidArgument, NotFound
-from engine.kernel_fs import PathOps
 from tests.contract.engine import archives as A
 from tests.contract.engine.helpers import output, run, sh, spec
-
-
-@pytest.fixture(autouse=True)
-def _needs_path_ops(engine: Engine) -> None:
-    if not isinstance(engine.kernel, PathOps):
-        pytest.skip("backend lacks the PathOps kernel role (cp)")
 
 
 def members(stream: Any) -> dict[str, tarfile.TarInfo | bytes]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ APPLETS = ("sh", "ash", "echo", "printf", "cat", "sleep", "true", "false", "env"
 PASSWD = b"root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/sh\n" \
          b"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = b"root:x:0:\nwheel:x:10:root\nalice:x:1000:\nstaff:x:50:alice\nnogroup:x:65534:\n"
+ATTACH_GRACE = 1.0
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -81,6 +83,8 @@ class Box:
 
     async def spawn(self, *argv: str, env: tuple[str, ...] = (PATH_ENV,), **kw: Any) -> Pid:
         kw.setdefault("id", self.new_id())
+        # Box.run attaches right after spawn: hold the output for it (see StdioSpec.attach_grace)
+        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()), attach_grace=ATTACH_GRACE)
         spec = SpawnSpec(argv=tuple(argv), rootfs=kw.pop("rootfs", self.target), env=env, **kw)
         pid = await self.kernel.spawn(spec)
         self.pids.append(pid)
@@ -88,6 +92,7 @@ class Box:
 
     async def exec(self, target: Pid, *argv: str, env: tuple[str, ...] = (PATH_ENV,),
                    **kw: Any) -> Pid:
+        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()), attach_grace=ATTACH_GRACE)
         pid = await self.kernel.exec(target, ExecSpec(argv=tuple(argv), env=env, **kw))
         self.pids.append(pid)
         return pid
