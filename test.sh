@@ -19,12 +19,12 @@ export WHARFIE_TEST_PROFILE=ci
 echo "== simulated kernel suites =="
 if [ "$(id -u)" -eq 0 ] && id nobody >/dev/null 2>&1; then
   runuser -u nobody -- env HOME=/tmp PATH="$PATH" WHARFIE_TEST_PROFILE=ci \
-    "$py" -m pytest -p no:cacheprovider --backend sim -m "not privileged" "$@"
+    "$py" -m pytest -p no:cacheprovider --backend=sim -m "not privileged" "$@"
 else
-  "$py" -m pytest -p no:cacheprovider --backend sim -m "not privileged" "$@"
+  "$py" -m pytest -p no:cacheprovider --backend=sim -m "not privileged" "$@"
 fi
 
 if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ] && "$py" -c 'import backends.linux.kernel' 2>/dev/null; then
   echo "== Linux backend suites (root) =="
-  "$py" -m pytest -p no:cacheprovider --backend linux tests/contract tests/privileged "$@"
+  "$py" -m pytest -p no:cacheprovider --backend=linux tests/contract tests/privileged "$@"
 fi
