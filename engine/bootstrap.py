@@ -10,6 +10,7 @@ from engine.context import Context
 from engine.engine import Engine
 from engine.events import EventBus
 from engine.kernel import Kernel
+from engine.registry.options import RegistryOptions
 from engine.store.blobs import BlobStore
 from engine.store.meta import MetaStore
 
@@ -52,7 +53,8 @@ def best_backend() -> str:
 
 def make_engine(backend: str = "sim", root: str = DEFAULT_ROOT, exec_root: str = DEFAULT_EXEC_ROOT, *,
                 kernel: Kernel | None = None, seed: int | None = None,
-                crash_hook: Callable[[str], None] | None = None, realtime: bool = False) -> Engine:
+                crash_hook: Callable[[str], None] | None = None, realtime: bool = False,
+                registry: RegistryOptions | None = None) -> Engine:
     """Build an Engine over ``root`` (state) and ``exec_root`` (runtime).
 
     Args:
@@ -61,6 +63,7 @@ def make_engine(backend: str = "sim", root: str = DEFAULT_ROOT, exec_root: str =
         seed: makes ids and names reproducible (tests).
         crash_hook: called at named crash points (tests simulate a daemon crash there).
         realtime: the daemon's case (see :func:`make_kernel`).
+        registry: insecure registries, mirrors, CAs, transfer limits (default: Docker's).
     """
     os.makedirs(root, exist_ok=True)
     os.makedirs(exec_root, exist_ok=True)
@@ -68,4 +71,7 @@ def make_engine(backend: str = "sim", root: str = DEFAULT_ROOT, exec_root: str =
     rng = random.Random(seed) if seed is not None else random.SystemRandom()
     ctx = Context(kernel=k, root=root, exec_root=exec_root, events=EventBus(k.wall_time), rng=rng,
                   crash_hook=crash_hook)
-    return Engine(ctx, MetaStore(root), BlobStore(root))
+    engine = Engine(ctx, MetaStore(root), BlobStore(root))
+    if registry is not None:
+        engine.registry_options = registry
+    return engine

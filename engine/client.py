@@ -304,6 +304,10 @@ class Client:
     def df(self) -> Any:
         return self.json("GET", "/system/df")
 
+    def prune(self, resource: str, filters: dict[str, list[str]] | None = None) -> Any:
+        """``POST /{resource}/prune`` for networks, volumes and build (cache)."""
+        return self.json("POST", f"/{resource}/prune", {"filters": json.dumps(filters) if filters else None})
+
     # -- containers -----------------------------------------------------------------------------
 
     def containers(self, all: bool = False, filters: dict[str, list[str]] | None = None, limit: int | None = None,
@@ -378,6 +382,45 @@ class Client:
     def prune_containers(self, filters: dict[str, list[str]] | None = None) -> Any:
         return self.json("POST", "/containers/prune", {"filters": json.dumps(filters) if filters else None})
 
+    def commit(self, ref: str, reference: str | None = None, changes: list[str] | None = None,
+               comment: str | None = None, author: str | None = None, pause: bool = True) -> str:
+        repo, tag = reference, None
+        if reference and ":" in reference.rsplit("/", 1)[-1]:
+            repo, _, tag = reference.rpartition(":")
+        q = {"container": ref, "repo": repo, "tag": tag, "changes": changes or None, "comment": comment,
+             "author": author, "pause": pause}
+        return str(self.json("POST", "/commit", q)["Id"])
+
+    def changes(self, ref: str) -> Any:
+        return self.json("GET", f"/containers/{_q(ref)}/changes")
+
+    def export(self, ref: str) -> Response:
+        """The container's filesystem as a tar: read it with ``.chunks()``."""
+        return self.request("GET", f"/containers/{_q(ref)}/export", stream=True)
+
+    def archive_stat(self, ref: str, path: str) -> Any:
+        """``HEAD /containers/{id}/archive``: the decoded path stat (``name``, ``size``, ``mode``
+        as Go file-mode bits, ``mtime``, ``linkTarget``). Raises NotFound."""
+        try:
+            resp = self.request("HEAD", f"/containers/{_q(ref)}/archive", {"path": path})
+        except errors.EngineError as e:
+            if isinstance(e, errors.NotFound) and str(e).startswith("HTTP "):
+                raise errors.NotFound(f"Could not find the file {path} in container {ref}") from None
+            raise
+        resp.read()
+        return _path_stat(resp.headers)
+
+    def archive_get(self, ref: str, path: str) -> tuple[Any, Response]:
+        """``GET /containers/{id}/archive``: (path stat, the tar response to read)."""
+        resp = self.request("GET", f"/containers/{_q(ref)}/archive", {"path": path}, stream=True)
+        return _path_stat(resp.headers), resp
+
+    def archive_put(self, ref: str, path: str, tar: IO[bytes], no_overwrite_dir_non_dir: bool = False,
+                    copy_uid_gid: bool = False) -> None:
+        q = {"path": path, "noOverwriteDirNonDir": no_overwrite_dir_non_dir or None,
+             "copyUIDGID": copy_uid_gid or None}
+        self.request("PUT", f"/containers/{_q(ref)}/archive", q, body=tar, stream=True).read()
+
     # -- exec -----------------------------------------------------------------------------------
 
     def exec_create(self, ref: str, config: dict[str, Any]) -> str:
@@ -412,6 +455,15 @@ class Client:
         body = data if hasattr(data, "read") else _BytesReader(data)
         return self.request("POST", "/images/create", q, body=body, stream=True).lines()
 
+    def save(self, names: list[str]) -> Response:
+        """``GET /images/get``: the archive as a streaming response (``.chunks()``)."""
+        return self.request("GET", "/images/get", {"names": names}, stream=True)
+
+    def load(self, data: IO[bytes] | bytes, quiet: bool = False) -> Iterator[Any]:
+        """``POST /images/load``: the NDJSON progress and ``Loaded image…`` messages."""
+        body = data if hasattr(data, "read") else _BytesReader(data)
+        return self.request("POST", "/images/load", {"quiet": quiet}, body=body, stream=True).lines()
+
     def tag(self, source: str, repo: str, tag: str | None = None) -> None:
         self.request("POST", f"/images/{_q(source)}/tag", {"repo": repo, "tag": tag}).read()
 
@@ -443,6 +495,18 @@ def _closing(it: Iterator[tuple[int, bytes]], resp: Response) -> Iterator[tuple[
         yield from it
     finally:
         resp.close()
+
+
+def _path_stat(headers: Any) -> Any:
+    import base64
+
+    raw = headers.get("X-Docker-Container-Path-Stat")
+    if not raw:
+        return None
+    try:
+        return json.loads(base64.b64decode(raw))
+    except ValueError:
+        return None
 
 
 def _q(ref: str) -> str:

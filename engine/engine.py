@@ -451,6 +451,99 @@ class Engine:
 
         return await container_fs.system_prune(self, all)
 
+    # -- registries: pull, push, login (issue 6) -------------------------------------------------
+    # The transfers run on a worker thread (sync httpx; layers in parallel on a small pool), so
+    # hashing and file IO never stall the event loop; ``progress`` is called on those threads.
+
+    @property
+    def registry_options(self) -> Any:
+        """The :class:`engine.registry.options.RegistryOptions` in force (Docker's defaults)."""
+        opts = self.__dict__.get("_registry_options")
+        if opts is None:
+            from engine.registry.options import RegistryOptions
+
+            opts = self.__dict__["_registry_options"] = RegistryOptions()
+        return opts
+
+    @registry_options.setter
+    def registry_options(self, value: Any) -> None:
+        self.__dict__["_registry_options"] = value
+
+    def _transfers(self) -> Any:
+        t = self.__dict__.get("_registry_transfers")
+        if t is None:
+            from engine.registry.pull import Transfers
+
+            t = self.__dict__["_registry_transfers"] = Transfers(self.blobs.root)
+        return t
+
+    async def image_pull(self, reference: str, platform: str | None = None, auth: Any = None,
+                         progress: Callable[[dict[str, Any]], None] | None = None,
+                         cancel: Any = None) -> str:
+        """``docker pull``: fetch ``reference`` (``name[:tag]`` or ``name@sha256:…``) from its
+        registry (see ``engine.registry.pull``).
+
+        Args:
+            platform: ``os/arch[/variant]``, default the host's.
+            auth: ``engine.registry.credentials.Credentials`` (default: ``config.json``'s).
+            progress: Docker's NDJSON progress messages (called on worker threads).
+            cancel: a ``threading.Event`` that aborts the transfer when set.
+
+        Returns:
+            The image id. Raises InvalidArgument, NotFound, PermissionDenied, Unavailable; on
+            any error no image, tag or blob of this pull is left (partial downloads are kept
+            for a resume).
+        """
+        import asyncio
+        import functools
+
+        from engine.registry import pull as _pull
+
+        result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            _pull.pull, self.image_store, self._transfers(), self.registry_options, reference, platform,
+            auth, progress, cancel))
+        self.events.emit("image", "pull", result.image_id, {"name": result.reference})
+        return str(result.image_id)
+
+    async def image_push(self, reference: str, auth: Any = None,
+                         progress: Callable[[dict[str, Any]], None] | None = None,
+                         cancel: Any = None, oci: bool = False) -> Any:
+        """``docker push`` of the local tag ``reference`` (see ``engine.registry.push``).
+
+        Returns:
+            ``engine.registry.push.PushResult`` (tag, manifest digest and size, layers pushed
+            and skipped). Raises NotFound (no such local tag), PermissionDenied, Unavailable…
+        """
+        import asyncio
+        import functools
+
+        from engine.registry import push as _push
+
+        result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+            _push.push, self.image_store, self.registry_options, reference, auth, progress, cancel, oci))
+        self.events.emit("image", "push", self.image_store.lookup(reference), {"name": reference})
+        return result
+
+    async def registry_login(self, server: str | None, username: str, password: str) -> dict[str, str]:
+        """``docker login`` on the daemon side: check the credentials against ``server``
+        (default Docker Hub). Returns ``{"Status": "Login Succeeded"}``; raises
+        PermissionDenied (refused) or Unavailable (unreachable). Storing them is the client's
+        business (``config.json``), as with Docker."""
+        import asyncio
+
+        from engine.registry import endpoints
+        from engine.registry.credentials import Credentials
+        from engine.registry.session import Session
+
+        ep = endpoints.endpoint(server or endpoints.HUB_AUTH_KEY, self.registry_options)
+
+        def check() -> None:
+            with Session(ep, self.registry_options, Credentials(username, password)) as s:
+                s.login()
+
+        await asyncio.get_running_loop().run_in_executor(None, check)
+        return {"Status": "Login Succeeded"}
+
 
 def _arch() -> str:
     m = platform.machine().lower()

@@ -17,15 +17,6 @@ GAPS: dict[str, dict[str, str]] = {
     },
 }
 
-# docker cp needs the proposed PathOps kernel role (engine/kernel_fs.py); only the sim has it yet.
-for _name in ("test_copy_out_file_dir_and_symlink", "test_copy_in_then_run_sees_it",
-              "test_copy_into_running_container", "test_symlinks_inside_the_container_cannot_escape",
-              "test_hostile_tar_entries_are_refused", "test_put_errors"):
-    GAPS[f"test_images_cp.py::{_name}"] = {
-        "linux": "the PathOps role (path_stat/archive/extract, engine/kernel_fs.py) is not "
-                 "implemented by LinuxKernel yet",
-    }
-
 if CGROUP_V1:
     GAPS["test_cgroups.py::test_oom_on_update"] = {
         "linux": "cgroup v1 refuses to lower memory.limit_in_bytes below usage it cannot reclaim "

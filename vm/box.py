@@ -65,7 +65,7 @@ def _requirements() -> list[str]:
     reqs += project.get("optional-dependencies", {}).get("test", [])
     build = tomllib.loads((REPO / "pyproject.toml").read_text()).get("build-system", {})
     # the guest's editable install builds wharfie with these, offline too
-    reqs += build.get("requires", [])
+    reqs += build.get("requires", []) + ["wheel"]
     return reqs
 
 

@@ -7,6 +7,8 @@ hooks (documented here so each role module can be written and tested on its own)
   writes its pid into (one per v1 controller, one on v2); ``FileNotFoundError`` if absent.
 * network  → ``_netns_path(name) -> str``: the bind-mounted namespace file to ``setns`` into;
   ``FileNotFoundError`` if absent.
+* snapshots → ``_norm_target(target)`` and ``_record(target)``: PathOps (``docker cp``) checks a
+  target is one of our mounts with them.
 * processes → ``_live_rootfs() -> set[str]`` and ``_live_netns() -> set[str]``: mount targets and
   netns names held by live sandboxes (``unmount`` / ``netns_remove`` answer EBUSY for them).
 
@@ -21,12 +23,13 @@ import platform
 
 from backends.linux.cgroups import LinuxCgroups
 from backends.linux.network import LinuxNetwork
+from backends.linux.pathops import LinuxPathOps
 from backends.linux.processes import LinuxProcesses
 from backends.linux.snapshots import LinuxSnapshots
 from engine.kernel import KernelInfo
 
 
-class LinuxKernel(LinuxProcesses, LinuxSnapshots, LinuxCgroups, LinuxNetwork):
+class LinuxKernel(LinuxProcesses, LinuxSnapshots, LinuxPathOps, LinuxCgroups, LinuxNetwork):
     """The real backend.
 
     Args:
@@ -47,6 +50,7 @@ class LinuxKernel(LinuxProcesses, LinuxSnapshots, LinuxCgroups, LinuxNetwork):
         self._init_cgroups()
         self._init_network()
         self._init_snapshots()
+        self._init_pathops()
         self._init_processes()
 
     def info(self) -> KernelInfo:
@@ -68,6 +72,7 @@ class LinuxKernel(LinuxProcesses, LinuxSnapshots, LinuxCgroups, LinuxNetwork):
             "processes": self._leaks_processes(),
             "mounts": self._leaks_snapshots_mounts(),
             "snapshots": self._leaks_snapshots(),
+            "pathops": self._leaks_pathops(),
             "cgroups": self._leaks_cgroups(),
             "network": self._leaks_network(),
         }

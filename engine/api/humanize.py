@@ -78,3 +78,16 @@ def parse_size(text: str | int) -> int:
     num, unit = float(m.group(1)), m.group(2).lower()
     mult = 1024 ** ("bkmgtp".index(unit) if unit else 0)
     return int(num * mult)
+
+
+def progress_bar(current: int, total: int, width: int = 200) -> str:
+    """jsonmessage ``JSONProgress.String``: ``"[=====>     ]  1.24MB/3.5MB"`` (the bar only when
+    ``width`` > 110, as on a wide terminal; the daemon uses 200, as moby's stream formatter)."""
+    if current <= 0 and total <= 0:
+        return ""
+    if total <= 0:
+        return f"{size(current):>8}"
+    pct = min(int(current / total * 100) // 2, 50)
+    bar = f"[{'=' * pct}>{' ' * (50 - pct)}] " if width > 110 else ""
+    numbers = f"{size(current):>8}/{size(total)}" if current <= total else f"{size(current):>8}"
+    return bar + numbers

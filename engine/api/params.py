@@ -6,6 +6,7 @@ Every failure is an ``InvalidArgument`` (→ 400 through the error middleware), 
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from aiohttp import web
@@ -66,3 +67,13 @@ def json_response(doc: Any, status: int = 200) -> web.Response:
 
 def no_content(status: int = 204) -> web.Response:
     return web.Response(status=status)
+
+
+def tmp_dir(engine: object) -> str | None:
+    """``<root>/tmp`` of the engine's state (for spooled uploads), or None (the system's)."""
+    root = getattr(getattr(engine, "ctx", None), "root", None)
+    if root:
+        path = os.path.join(root, "tmp")
+        os.makedirs(path, exist_ok=True)
+        return path
+    return None

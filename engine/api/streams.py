@@ -10,12 +10,21 @@ still gets the rest of the output.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import queue
 import struct
+import tempfile
+import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import IO, Any
 
 from aiohttp import web
+
+from engine.errors import InvalidArgument
+
+log = logging.getLogger("wharfied.api")
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -137,3 +146,182 @@ async def pump_input(hj: Hijack, write: Callable[[bytes], Awaitable[None]],
             break
         await write(data)
     await end()
+
+
+# -- bridging blocking worker threads and the event loop (image save/load, export, cp) ----------
+
+class ThreadWriter:
+    """A blocking, file-like writer for a worker thread; the event loop streams what it gets.
+
+    Bounded: at most ``max_chunks`` pieces of about ``chunk`` bytes wait in between, then
+    ``write`` blocks until the loop catches up. After :meth:`abort` (the client went away) a
+    ``write`` raises ``BrokenPipeError``, which ends the worker.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, chunk: int = 256 * 1024,
+                 max_chunks: int = 16) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+        self._room = threading.Semaphore(max_chunks)
+        self._buf = bytearray()
+        self._chunk = chunk
+        self._aborted = False
+
+    # worker-thread side
+    def write(self, data: bytes) -> int:
+        if self._aborted:
+            raise BrokenPipeError("the client went away")
+        self._buf += data
+        if len(self._buf) >= self._chunk:
+            piece = bytes(self._buf)
+            self._buf.clear()
+            while not self._room.acquire(timeout=0.5):
+                if self._aborted:
+                    raise BrokenPipeError("the client went away")
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, piece)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    # event-loop side
+    def finish(self, error: BaseException | None = None) -> None:
+        """The producer is done (``error``: it failed): queue the tail and the end marker."""
+        if self._buf:
+            self._queue.put_nowait(bytes(self._buf))
+            self._buf.clear()
+        self._queue.put_nowait(error)
+
+    async def get(self) -> bytes | BaseException | None:
+        item = await self._queue.get()
+        if isinstance(item, bytes):
+            self._room.release()
+        return item
+
+    def abort(self) -> None:
+        self._aborted = True
+
+
+async def stream_from_thread(request: web.Request, produce: Callable[[ThreadWriter], Awaitable[Any]],
+                             content_type: str = "application/x-tar",
+                             headers: dict[str, str] | None = None) -> web.StreamResponse:
+    """Serve what ``produce`` writes (from a worker thread) to its ThreadWriter as the body.
+
+    Headers go out with the first bytes: an error raised before any output is an ordinary error
+    response (404, 400 … through the middleware). A failure after that cannot be told in a tar
+    stream; the connection is cut before the final chunk, so the client sees a truncated body.
+    """
+    w = ThreadWriter(asyncio.get_running_loop())
+
+    async def run() -> None:
+        try:
+            await produce(w)
+        except BaseException as e:
+            w.finish(e)
+            raise
+        w.finish()
+
+    task = asyncio.ensure_future(run())
+    try:
+        item = await w.get()
+        if isinstance(item, BaseException):
+            raise item
+        resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
+        await resp.prepare(request)
+        while isinstance(item, bytes):
+            await resp.write(item)
+            item = await w.get()
+        if item is None:
+            await resp.write_eof()
+            return resp
+        log.warning("%s %s failed while streaming: %s", request.method, request.path, item)
+        resp.force_close()
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    finally:
+        w.abort()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+class ThreadReader:
+    """A blocking reader for a worker thread over a request body the event loop feeds in.
+
+    Bounded: the loop stops reading the socket while ``max_chunks`` pieces wait. :meth:`close`
+    makes a pending or later ``read`` raise, so a worker never waits for a body that will not
+    come.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_chunks: int = 32) -> None:
+        self._loop = loop
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue()
+        self._room = asyncio.Semaphore(max_chunks)
+        self._cur = memoryview(b"")
+        self._eof = False
+        self.received = 0
+
+    # event-loop side
+    async def feed(self, content: Any) -> None:
+        """Copy the request body (an aiohttp ``StreamReader``) in; the end marker at EOF."""
+        try:
+            while chunk := await content.readany():
+                await self._room.acquire()
+                self.received += len(chunk)
+                self._queue.put(chunk)
+        except Exception as e:  # the client went away mid-body
+            self._queue.put(e)
+            return
+        self._queue.put(None)
+
+    def close(self) -> None:
+        self._queue.put(ConnectionResetError("the request was abandoned"))
+
+    # worker-thread side
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            parts = []
+            while data := self.read(1 << 20):
+                parts.append(data)
+            return b"".join(parts)
+        if not self._cur:
+            if self._eof:
+                return b""
+            item = self._queue.get()
+            if item is None:
+                self._eof = True
+                return b""
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise InvalidArgument(f"reading the request body: {item or type(item).__name__}")
+            self._loop.call_soon_threadsafe(self._room.release)
+            self._cur = memoryview(item)
+        out = bytes(self._cur[:n])
+        self._cur = self._cur[n:]
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+
+async def spool_body(request: web.Request, directory: str | None) -> IO[bytes]:
+    """The request body in an anonymous temp file (position 0), written off the event loop in
+    1 MiB batches. The caller closes it."""
+    loop = asyncio.get_running_loop()
+    fh = tempfile.TemporaryFile(dir=directory)
+    try:
+        batch = bytearray()
+        while chunk := await request.content.readany():
+            batch += chunk
+            if len(batch) >= 1 << 20:
+                await loop.run_in_executor(None, fh.write, bytes(batch))
+                batch.clear()
+        if batch:
+            await loop.run_in_executor(None, fh.write, bytes(batch))
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    return fh

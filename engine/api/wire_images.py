@@ -70,14 +70,104 @@ def _config_out(cfg: Mapping[str, Any]) -> JSON:
     return base
 
 
-def history(rec: Any) -> list[JSON]:
-    out = []
-    for h in reversed(rec.history):
-        out.append({"Id": "<missing>", "Created": image_created_text(h.get("created")),
-                    "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": 0, "Comment": h.get("comment", "")})
-    if out:
-        out[0]["Id"], out[0]["Tags"], out[0]["Size"] = rec.id, list(rec.repo_tags) or None, rec.size
+def history(entries: list[Mapping[str, Any]]) -> list[JSON]:
+    """``GET /images/{name}/history`` from ``Engine.image_history`` (newest first)."""
+    return [{"Id": h["id"], "Created": int(h["created"]), "CreatedBy": h["created_by"],
+             "Tags": list(h["tags"]) or None, "Size": int(h["size"]), "Comment": h["comment"]}
+            for h in entries]
+
+
+def load_progress(msg: Mapping[str, Any]) -> JSON:
+    """A ``Loading layer`` message with moby's rendered ``progress`` bar added."""
+    from engine.api.humanize import progress_bar
+
+    doc: JSON = dict(msg)
+    detail = msg.get("progressDetail") or {}
+    if detail:
+        doc["progress"] = progress_bar(int(detail.get("current", 0)), int(detail.get("total", 0)))
+    return doc
+
+
+def loaded(name: str) -> JSON:
+    """``Loaded image: busybox:latest`` for a tag, ``Loaded image ID: sha256:…`` for an id."""
+    if name.startswith("sha256:") and ":" not in name[7:]:
+        return {"stream": f"Loaded image ID: {name}\n"}
+    return {"stream": f"Loaded image: {name}\n"}
+
+
+def stream_error(message: str) -> JSON:
+    """An error told in-band, once a streamed response has started (moby ``FormatError``)."""
+    return {"errorDetail": {"message": message}, "error": message}
+
+
+_KINDS = {"C": 0, "A": 1, "D": 2}
+
+
+def changes(items: list[tuple[str, str]]) -> list[JSON]:
+    """``GET /containers/{id}/changes``: Kind 0 modified, 1 added, 2 deleted."""
+    return [{"Path": path, "Kind": _KINDS[kind]} for kind, path in items]
+
+
+def path_stat_header(st: Mapping[str, Any]) -> str:
+    """``X-Docker-Container-Path-Stat``: base64 of moby's ``PathStat`` JSON (Go file mode bits)."""
+    import base64
+
+    from engine.images.container_fs import go_file_mode
+
+    doc = {"name": st["name"], "size": st["size"], "mode": go_file_mode(st["kind"], st["mode"]),
+           "mtime": st["mtime"], "linkTarget": st["link_target"]}
+    return base64.b64encode(json.dumps(doc).encode()).decode()
+
+
+def commit_changes(body: Any) -> list[str]:
+    """``POST /commit``'s optional body (a container ``Config``) as ``--change`` lines, applied
+    before the query's ``changes``. Fields a commit cannot record (Hostname, Tty…) are ignored."""
+    if body is None or body == {}:
+        return []
+    if not isinstance(body, dict):
+        raise InvalidArgument("invalid commit config: expected a JSON object")
+
+    def q(text: Any) -> str:
+        return json.dumps(str(text), ensure_ascii=False)
+
+    out: list[str] = []
+    for key, instr in (("Entrypoint", "ENTRYPOINT"), ("Cmd", "CMD")):
+        val = body.get(key)
+        if isinstance(val, str):
+            val = [val]
+        if isinstance(val, list) and val and all(isinstance(v, str) for v in val):
+            out.append(f"{instr} {json.dumps(val, ensure_ascii=False)}")
+    for item in body.get("Env") or []:
+        if isinstance(item, str) and "=" in item:
+            k, _, v = item.partition("=")
+            out.append(f"ENV {k}={q(v)}")
+    labels = body.get("Labels")
+    if isinstance(labels, dict):
+        out += [f"LABEL {q(k)}={q(v)}" for k, v in labels.items()]
+    for key, instr in (("WorkingDir", "WORKDIR"), ("User", "USER"), ("StopSignal", "STOPSIGNAL")):
+        if isinstance(body.get(key), str) and body[key]:
+            out.append(f"{instr} {body[key]}")
+    for key, instr in (("ExposedPorts", "EXPOSE"), ("Volumes", "VOLUME")):
+        if isinstance(body.get(key), dict) and body[key]:
+            out.append(f"{instr} {' '.join(str(k) for k in body[key])}")
     return out
+
+
+def disk_usage(df: Mapping[str, Any], containers: list[JSON]) -> JSON:
+    """``GET /system/df`` from ``Engine.system_df``; ``containers`` are ``wire.list_item``s.
+    ``LogsSize`` (top level and per container) is wharfie's addition."""
+    by_id = {c["id"]: c for c in df["containers"]}
+    for item in containers:
+        c = by_id.get(item["Id"])
+        if c is not None:
+            item["SizeRw"], item["SizeRootFs"], item["LogsSize"] = \
+                c["size_rw"], c["size_root_fs"], c["logs_size"]
+    images = [{"Id": i["id"], "ParentId": "", "RepoTags": list(i["repo_tags"]),
+               "RepoDigests": list(i["repo_digests"]), "Created": image_created_text(i["created"]),
+               "Size": i["size"], "SharedSize": i["shared_size"], "VirtualSize": i["size"],
+               "Labels": i["labels"] or {}, "Containers": i["containers"]} for i in df["images"]]
+    return {"LayersSize": df["layers_size"], "Images": images, "Containers": containers,
+            "Volumes": [], "BuildCache": [], "LogsSize": df["logs_size"]}
 
 
 def image_created_text(text: Any) -> int:

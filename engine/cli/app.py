@@ -99,3 +99,26 @@ def parse_filters(items: tuple[str, ...]) -> dict[str, list[str]]:
 def write_out(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+class DockerBoolFlags(click.Command):
+    """A command whose ``--flag/--no-flag`` booleans also take docker's ``--flag=false`` form
+    (``commit --pause=false``, ``-p=false``); ``bool_flags`` maps each spelling to its option."""
+
+    bool_flags: dict[str, tuple[str, str]] = {}
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out = []
+        for a in args:
+            name, eq, value = a.partition("=")
+            if eq and name in self.bool_flags:
+                on, off = self.bool_flags[name]
+                if value.lower() in ("true", "1", "t"):
+                    a = on
+                elif value.lower() in ("false", "0", "f"):
+                    a = off
+                else:
+                    fail(f'invalid argument "{value}" for "{name}" flag: strconv.ParseBool: parsing '
+                         f'"{value}": invalid syntax')
+            out.append(a)
+        return super().parse_args(ctx, out)

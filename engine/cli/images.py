@@ -1,8 +1,10 @@
 """Image commands: images / image ls, import, tag, rmi / image rm, image inspect, image prune,
-image history, image bootstrap."""
+history / image history, save / image save, load / image load, image bootstrap."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from typing import Any
 
@@ -128,18 +130,29 @@ def image_inspect(app: App, format_: str | None, images: tuple[str, ...]) -> Non
 
 
 @click.command()
+@click.option("-H", "--human/--no-human", default=True, help="Print sizes and dates in human readable format")
 @click.option("--no-trunc", is_flag=True, help="Don't truncate output")
 @click.option("-q", "--quiet", is_flag=True, help="Only show image IDs")
 @click.option("--format", "format_", help="Format output using a custom template")
 @click.argument("image")
 @pass_app
-def history(app: App, no_trunc: bool, quiet: bool, format_: str | None, image: str) -> None:
+def history(app: App, human: bool, no_trunc: bool, quiet: bool, format_: str | None, image: str) -> None:
     """Show the history of an image."""
+    import time
+
     from engine.api.humanize import ago, size
 
-    rows = [{"ID": h["Id"] if no_trunc or h["Id"] == "<missing>" else fmt.short(h["Id"]),
-             "CreatedSince": ago(h["Created"]), "CreatedBy": h["CreatedBy"] if no_trunc else fmt.ellipsis(h["CreatedBy"], 45),
-             "Size": size(h["Size"], 3), "Comment": h.get("Comment", "")} for h in app.client.image_history(image)]
+    rows = []
+    for h in app.client.image_history(image):
+        created_by = h["CreatedBy"].replace("\t", " ")
+        rows.append({
+            "ID": h["Id"] if no_trunc or h["Id"] == "<missing>" else fmt.short(h["Id"]),
+            "CreatedSince": ago(h["Created"]) if human else
+            time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(h["Created"])),
+            "CreatedAt": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(h["Created"])),
+            "CreatedBy": created_by if no_trunc else fmt.ellipsis(created_by, 45),
+            "Size": size(h["Size"], 3) if human else str(h["Size"]), "Comment": h.get("Comment", ""),
+            "Tags": ", ".join(h.get("Tags") or [])})
     fmt.render(rows, format_, "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}", "ID", quiet,
                headers={"ID": "IMAGE", "CreatedBy": "CREATED BY"})
 
@@ -188,9 +201,76 @@ def bootstrap(app: App, binary: str | None, reference: str, what: str) -> None:
     click.echo(f"{reference} {image_id}")
 
 
+@click.command()
+@click.option("-o", "--output", help="Write to a file, instead of STDOUT")
+@click.argument("images", nargs=-1, required=True)
+@pass_app
+def save(app: App, output: str | None, images: tuple[str, ...]) -> None:
+    """Save one or more images to a tar archive (streamed to STDOUT by default)."""
+    if not output and sys.stdout.isatty():
+        fail("cowardly refusing to save to a terminal. Use the -o flag or redirect", 1)
+    resp = app.client.save(list(images))
+    if not output or output == "-":
+        out = sys.stdout.buffer
+        for data in resp.chunks():
+            out.write(data)
+        out.flush()
+        return
+    write_file(output, resp.chunks())
+
+
+def write_file(path: str, chunks: Any) -> None:
+    """Write ``chunks`` to ``path`` through a temp file renamed at the end (as docker's
+    ``CopyToFile``): a failed transfer never leaves half a file under the name."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".docker_temp_", dir=directory)
+    except OSError as e:
+        fail(f"failed to save to {path}: {e.strerror}", 1)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            for data in chunks:
+                fh.write(data)
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@click.command()
+@click.option("-i", "--input", "input_", help="Read from tar archive file, instead of STDIN")
+@click.option("-q", "--quiet", is_flag=True, help="Suppress the load output")
+@pass_app
+def load(app: App, input_: str | None, quiet: bool) -> None:
+    """Load an image from a tar archive or STDIN (docker-archive or OCI layout, compressed or not)."""
+    from engine.cli import progress
+
+    if not input_ and sys.stdin.isatty():
+        fail("requested load from stdin, but stdin is empty", 1)
+    try:
+        fh = open(input_, "rb") if input_ else sys.stdin.buffer  # noqa: SIM115
+    except OSError as e:
+        fail(f"open {input_}: {e.strerror}", 1)
+    try:
+        progress.render(app.client.load(fh, quiet=quiet))
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
+
+
 def image_group() -> click.Group:
     group = click.Group("image", help="Manage images")
-    for cmd in (images, import_, rmi, image_inspect, history, prune, bootstrap):
+    for cmd in (images, import_, rmi, image_inspect, history, prune, bootstrap, save, load):
         group.add_command(cmd)
     group.add_command(tag, "tag")
     group.add_command(images, "list")

@@ -20,6 +20,8 @@ COMMANDS = {
     **{n: f"engine.cli.containers:{n}" for n in ("create", "run", "start", "stop", "kill", "restart", "pause",
                                                    "unpause", "wait", "rm", "rename", "update", "attach")},
     "exec": "engine.cli.containers:exec_",
+    **{n: f"engine.cli.container_fs:{n}" for n in ("commit", "diff", "export", "cp")},
+    "save": "engine.cli.images:save", "load": "engine.cli.images:load",
     **{n: f"engine.cli.query:{n}" for n in ("ps", "logs", "top", "stats", "inspect", "events")},
     "version": "engine.cli.system:version", "info": "engine.cli.system:info",
     "images": "engine.cli.images:images", "import": "engine.cli.images:import_", "tag": "engine.cli.images:tag",
@@ -72,13 +74,14 @@ def cli(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool, tlscac
 
 
 def container_group() -> click.Group:
-    from engine.cli import containers, query
+    from engine.cli import container_fs, containers, query
 
     group = click.Group("container", help="Manage containers")
     for cmd in (containers.create, containers.run, containers.start, containers.stop, containers.kill,
                 containers.restart, containers.pause, containers.unpause, containers.wait, containers.rename,
                 containers.update, containers.attach, containers.exec_, containers.prune, query.logs, query.top,
-                query.stats, query.inspect):
+                query.stats, query.inspect, container_fs.commit, container_fs.diff, container_fs.export,
+                container_fs.cp):
         group.add_command(cmd)
     group.add_command(containers.rm, "rm")
     group.add_command(query.ps, "ls")

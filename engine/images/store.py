@@ -271,6 +271,8 @@ class ImageStore:
                 raise
         if parsed is not None:
             found = self.meta.get_tag(parsed.full)
+            if found is None and parsed.digest is not None:  # repo@sha256:… (RepoDigests)
+                found = self.meta.get_repo_digest(f"{parsed.repository}@{parsed.digest}")
             if found is not None:
                 return found
         if refs.is_id_prefix(ref):
@@ -292,7 +294,8 @@ class ImageStore:
         names = self.meta.tags_for(row.id) if tags is None else tags
         diff = _config.diff_ids(doc)
         return ImageRecord(
-            id=row.id, repo_tags=tuple(str(refs.parse(t)) for t in names), repo_digests=(),
+            id=row.id, repo_tags=tuple(str(refs.parse(t)) for t in names),
+            repo_digests=tuple(str(refs.parse(r)) for r in self.meta.repo_digests_for(row.id)),
             created=row.created, size=row.size, parent=row.parent or "", config=doc,
             diff_ids=tuple(diff), chain_ids=tuple(_config.chain_ids(diff)))
 
@@ -397,7 +400,7 @@ class ImageStore:
         spool = os.path.join(self.blobs.root, "tmp")
         if os.path.isdir(spool):
             for name in os.listdir(spool):
-                if name.startswith(("load-", "save-")):
+                if name.startswith(("load-", "save-", "push-")):
                     shutil.rmtree(os.path.join(spool, name), ignore_errors=True)
         with self.lock:
             with self.meta.transaction():

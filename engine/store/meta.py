@@ -63,6 +63,22 @@ CREATE TABLE IF NOT EXISTS tags (
     added     REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tags_image ON tags(image_id);
+-- registries: where a layer's compressed form is known to live (push skips and mounts)
+CREATE TABLE IF NOT EXISTS layer_sources (
+    diff_id    TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (diff_id, digest, repository)
+);
+-- "repo@sha256:<manifest digest>" of pulled/pushed images (RepoDigests)
+CREATE TABLE IF NOT EXISTS repo_digests (
+    reference TEXT PRIMARY KEY,
+    image_id  TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    added     REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS repo_digests_image ON repo_digests(image_id);
 CREATE TABLE IF NOT EXISTS containers (
     id       TEXT PRIMARY KEY,
     name     TEXT NOT NULL UNIQUE,
@@ -358,6 +374,38 @@ class MetaStore:
 
     def list_tags(self) -> dict[str, str]:
         return {r[0]: r[1] for r in self._query("SELECT reference, image_id FROM tags")}
+
+    # -- registries: layer sources and repo digests ---------------------------------------------
+
+    def add_layer_source(self, diff_id: str, digest: str, size: int, media_type: str,
+                         repository: str) -> None:
+        """Remember that ``diff_id`` compressed is blob ``digest`` in ``repository``
+        (``host/path``; ``""`` for our own deterministic compression)."""
+        with self.transaction():
+            self._conn.execute("INSERT OR REPLACE INTO layer_sources VALUES (?,?,?,?,?)",
+                               (diff_id, digest, size, media_type, repository))
+
+    def layer_sources(self, diff_id: str) -> list[tuple[str, int, str, str]]:
+        """``[(digest, size, media_type, repository)]`` known for ``diff_id``."""
+        return [(r[0], int(r[1]), r[2], r[3]) for r in self._query(
+            "SELECT digest, size, media_type, repository FROM layer_sources WHERE diff_id=? "
+            "ORDER BY repository, digest", (diff_id,))]
+
+    def set_repo_digest(self, reference: str, image_id: str) -> None:
+        """Record ``repo@sha256:…`` as naming ``image_id``. Raises NotFound (no such image)."""
+        with self.transaction():
+            if not self._conn.execute("SELECT 1 FROM images WHERE id=?", (image_id,)).fetchone():
+                raise NotFound(f"No such image: {image_id}")
+            self._conn.execute("INSERT OR REPLACE INTO repo_digests VALUES (?,?,?)",
+                               (reference, image_id, time.time()))
+
+    def get_repo_digest(self, reference: str) -> str | None:
+        rows = self._query("SELECT image_id FROM repo_digests WHERE reference=?", (reference,))
+        return str(rows[0][0]) if rows else None
+
+    def repo_digests_for(self, image_id: str) -> list[str]:
+        return [r[0] for r in self._query(
+            "SELECT reference FROM repo_digests WHERE image_id=? ORDER BY added, reference", (image_id,))]
 
     # -- containers ----------------------------------------------------------------------------
 

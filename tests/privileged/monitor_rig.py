@@ -3,6 +3,8 @@ the monitor tests. Everything made here is undone by the fixtures."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import contextlib
 import os
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 
 from backends.linux import libc
-from engine.kernel import SIGKILL, ExecSpec, Pid, SpawnSpec
+from engine.kernel import StdioSpec, SIGKILL, ExecSpec, Pid, SpawnSpec
 
 PATH_ENV = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 APPLETS = ("sh", "cat", "echo", "sleep", "true", "false", "ls", "id", "tty", "stty", "readlink",
@@ -51,12 +53,15 @@ class Rig:
         self._n += 1
         kw.setdefault("id", f"m{self._n}")
         kw.setdefault("rootfs", self.rootfs)
+        # the rig attaches right after spawn: hold the output for it (StdioSpec.attach_grace)
+        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()), attach_grace=kw.pop("attach_grace", 0.5))
         return SpawnSpec(argv=argv, env=kw.pop("env", (PATH_ENV,)), **kw)
 
     async def spawn(self, *argv: str, **kw: Any) -> Pid:
         return Pid(await self.kernel.spawn(self.spec(*argv, **kw)))
 
     async def exec(self, target: Pid, *argv: str, **kw: Any) -> Pid:
+        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()), attach_grace=kw.pop("attach_grace", 0.5))
         return Pid(await self.kernel.exec(target, ExecSpec(argv=argv, env=(PATH_ENV,), **kw)))
 
     async def output(self, pid: Pid, timeout: float = 20) -> tuple[bytes, bytes]:

@@ -162,11 +162,6 @@ async def prune(request: web.Request) -> web.Response:
     return json_response({"ContainersDeleted": deleted or None, "SpaceReclaimed": space})
 
 
-async def changes(request: web.Request) -> web.Response:
-    _engine(request).container_inspect(ref(request))
-    return json_response([])
-
-
 ROUTES = [
     ("POST", "/containers/create", create),
     ("GET", "/containers/json", list_),
@@ -183,7 +178,6 @@ ROUTES = [
     ("POST", "/containers/{id}/rename", rename),
     ("POST", "/containers/{id}/update", update),
     ("GET", "/containers/{id}/top", top),
-    ("GET", "/containers/{id}/changes", changes),
     ("POST", "/containers/{id}/resize", resize),
     ("GET", "/containers/{id}/logs", streams.logs),
     ("GET", "/containers/{id}/stats", streams.stats),

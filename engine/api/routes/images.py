@@ -1,18 +1,27 @@
 """Image endpoints: import (``POST /images/create?fromSrc=-``), list, inspect, history, tag,
-remove, prune. Pulling (``fromImage``) answers 501 until registry support exists."""
+remove, prune, save (``GET /images/get``) and load (``POST /images/load``). Pulling
+(``fromImage``) answers 501 until registry support exists."""
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
 import tempfile
+from typing import Any
 
 from aiohttp import web
 
 from engine.api import wire_images
 from engine.api.keys import ENGINE
-from engine.api.params import json_response, q_bool, q_str, ref
-from engine.api.streams import ndjson_response, send_json_line
-from engine.errors import InvalidArgument, NotImplemented_
+from engine.api.params import json_response, q_bool, q_str, ref, tmp_dir
+from engine.api.streams import (
+    ThreadReader,
+    ThreadWriter,
+    ndjson_response,
+    send_json_line,
+    stream_from_thread,
+)
+from engine.errors import EngineError, InvalidArgument, NotImplemented_
 from engine.images.filters import parse_bool
 
 CHUNK = 1 << 16
@@ -36,7 +45,7 @@ async def create(request: web.Request) -> web.StreamResponse:
     message = q_str(request, "message")
     platform = q_str(request, "platform") or None
     # Spool the upload (it may be large) and import it off the event loop.
-    with tempfile.TemporaryFile(dir=_tmpdir(e)) as fh:
+    with tempfile.TemporaryFile(dir=tmp_dir(e)) as fh:
         while chunk := await request.content.read(CHUNK):
             fh.write(chunk)
         fh.seek(0)
@@ -45,15 +54,6 @@ async def create(request: web.Request) -> web.StreamResponse:
     await send_json_line(resp, {"status": image_id})
     await resp.write_eof()
     return resp
-
-
-def _tmpdir(e: object) -> str | None:
-    root = getattr(getattr(e, "ctx", None), "root", None)
-    if root:
-        path = os.path.join(root, "tmp")
-        os.makedirs(path, exist_ok=True)
-        return path
-    return None
 
 
 async def list_(request: web.Request) -> web.Response:
@@ -69,7 +69,75 @@ async def inspect(request: web.Request) -> web.Response:
 
 
 async def history(request: web.Request) -> web.Response:
-    return json_response(wire_images.history(request.app[ENGINE].image_inspect(ref(request, "name"))))
+    return json_response(wire_images.history(request.app[ENGINE].image_history(ref(request, "name"))))
+
+
+async def save(request: web.Request) -> web.StreamResponse:
+    """``docker save``: one archive of every image named (``names`` repeatable, or the path's)."""
+    e = request.app[ENGINE]
+    names = [request.match_info["name"]] if "name" in request.match_info else request.query.getall("names", [])
+    if not names:
+        raise InvalidArgument("no images named: give at least one names= parameter")
+
+    async def produce(w: ThreadWriter) -> None:
+        await e.image_save_async(names, w)
+
+    return await stream_from_thread(request, produce)
+
+
+async def load(request: web.Request) -> web.StreamResponse:
+    """``docker load``: the body is the archive, fed to the engine's worker thread as it arrives.
+    Progress goes out as NDJSON once there is some; an error before that is a plain 4xx, after
+    it an in-band ``errorDetail`` message (as moby)."""
+    e = request.app[ENGINE]
+    quiet = q_bool(request, "quiet")
+    loop = asyncio.get_running_loop()
+    body = ThreadReader(loop)
+    messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    def progress(msg: dict[str, Any]) -> None:  # on the worker thread
+        loop.call_soon_threadsafe(messages.put_nowait, msg)
+
+    feeder = asyncio.ensure_future(body.feed(request.content))
+    task = asyncio.ensure_future(e.image_load_async(body, None if quiet else progress))
+    resp: web.StreamResponse | None = None
+    try:
+        while not task.done() or not messages.empty():
+            if messages.empty():
+                getter = asyncio.ensure_future(messages.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                msg = getter.result()
+            else:
+                msg = messages.get_nowait()
+            if resp is None:
+                resp = await ndjson_response(request)
+            await send_json_line(resp, wire_images.load_progress(msg))
+        try:
+            loaded = task.result()
+        except EngineError as err:
+            if resp is None:
+                raise
+            await send_json_line(resp, wire_images.stream_error(err.message))
+            await resp.write_eof()
+            return resp
+        if resp is None:
+            resp = await ndjson_response(request)
+        for name in loaded:
+            await send_json_line(resp, wire_images.loaded(name))
+        await resp.write_eof()
+        return resp
+    finally:
+        body.close()
+        feeder.cancel()
+        if not task.done():
+            task.cancel()  # the worker ends: its next read raises
+        with contextlib.suppress(BaseException):
+            await task
+        with contextlib.suppress(BaseException):
+            await feeder
 
 
 async def tag(request: web.Request) -> web.Response:
@@ -104,9 +172,12 @@ NAME = "/images/{name:.+}"
 ROUTES = [
     ("POST", "/images/create", create),
     ("GET", "/images/json", list_),
+    ("GET", "/images/get", save),
+    ("POST", "/images/load", load),
     ("POST", "/images/prune", prune),
     ("GET", NAME + "/json", inspect),
     ("GET", NAME + "/history", history),
+    ("GET", NAME + "/get", save),
     ("POST", NAME + "/tag", tag),
     ("DELETE", NAME, remove),
 ]

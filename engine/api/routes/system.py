@@ -1,4 +1,6 @@
-"""System endpoints: ping, version, info, events, disk usage."""
+"""System endpoints: ping, version, info, events, disk usage, and the prune endpoints of the
+resources wharfie does not have yet (networks, volumes, build cache: nothing to prune), so that
+``docker system prune`` works."""
 
 from __future__ import annotations
 
@@ -75,10 +77,19 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 async def disk_usage(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    images = [wire_images.image_list_item(i) for i in engine.image_list(all=True)]
-    containers = [wire.list_item(c, engine.container_logs_size(c.id)) for c in engine.container_list(all=True)]
-    return json_response({"LayersSize": sum(i["Size"] for i in images), "Images": images,
-                          "Containers": containers, "Volumes": [], "BuildCache": []})
+    df = await engine.system_df()
+    containers = [wire.list_item(c) for c in engine.container_list(all=True)]
+    return json_response(wire_images.disk_usage(df, containers))
+
+
+async def prune_nothing(request: web.Request) -> web.Response:
+    wire_images.parse_filters(q_str(request, "filters") or None)
+    key = {"networks": "NetworksDeleted", "volumes": "VolumesDeleted", "build": "CachesDeleted"}[
+        request.path.rstrip("/").split("/")[-2]]
+    doc: dict[str, Any] = {key: None}
+    if key != "NetworksDeleted":
+        doc["SpaceReclaimed"] = 0
+    return json_response(doc)
 
 
 ROUTES = [
@@ -88,4 +99,7 @@ ROUTES = [
     ("GET", "/info", info),
     ("GET", "/events", events),
     ("GET", "/system/df", disk_usage),
+    ("POST", "/networks/prune", prune_nothing),
+    ("POST", "/volumes/prune", prune_nothing),
+    ("POST", "/build/prune", prune_nothing),
 ]

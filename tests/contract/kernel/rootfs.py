@@ -84,7 +84,8 @@ class Box:
     async def spawn(self, *argv: str, env: tuple[str, ...] = (PATH_ENV,), **kw: Any) -> Pid:
         kw.setdefault("id", self.new_id())
         # Box.run attaches right after spawn: hold the output for it (see StdioSpec.attach_grace)
-        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()), attach_grace=ATTACH_GRACE)
+        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()),
+                                          attach_grace=kw.pop("attach_grace", ATTACH_GRACE))
         spec = SpawnSpec(argv=tuple(argv), rootfs=kw.pop("rootfs", self.target), env=env, **kw)
         pid = await self.kernel.spawn(spec)
         self.pids.append(pid)
@@ -92,7 +93,8 @@ class Box:
 
     async def exec(self, target: Pid, *argv: str, env: tuple[str, ...] = (PATH_ENV,),
                    **kw: Any) -> Pid:
-        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()), attach_grace=ATTACH_GRACE)
+        kw["stdio"] = dataclasses.replace(kw.get("stdio", StdioSpec()),
+                                          attach_grace=kw.pop("attach_grace", ATTACH_GRACE))
         pid = await self.kernel.exec(target, ExecSpec(argv=tuple(argv), env=env, **kw))
         self.pids.append(pid)
         return pid

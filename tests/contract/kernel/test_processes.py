@@ -358,7 +358,7 @@ async def test_log_file(kernel: Any, box: Box, tmp_path: Any) -> None:
 
 
 async def test_stdio_sees_only_output_after_attach(kernel: Any, box: Box) -> None:
-    pid = await box.spawn("sh", "-c", "echo early; sleep 1; echo late")
+    pid = await box.spawn("sh", "-c", "echo early; sleep 1; echo late", attach_grace=0)
     await asyncio.sleep(0.5)
     stdio = await kernel.stdio(pid)
     assert await stdio.read() == (1, b"late\n")
