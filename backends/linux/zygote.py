@@ -117,7 +117,10 @@ def main(argv: list[str]) -> int:
     ctl = socket.socket(fileno=int(argv[1]))
     os.set_inheritable(ctl.fileno(), False)
     sandbox_module = argv[2]
-    importlib.import_module(sandbox_module)  # preload: monitors fork with it imported
+    mod = importlib.import_module(sandbox_module)  # preload: monitors fork with it imported
+    warm = getattr(mod, "preload", None)
+    if warm is not None:
+        warm()  # e.g. build the default seccomp program once, not per container
     from backends.linux import monitor  # noqa: F401 - the same (and its wire module)
 
     os.chdir("/")

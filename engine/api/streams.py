@@ -228,11 +228,14 @@ async def stream_from_thread(request: web.Request, produce: Callable[[ThreadWrit
             raise item
         resp = web.StreamResponse(headers={"Content-Type": content_type, **(headers or {})})
         await resp.prepare(request)
-        while isinstance(item, bytes):
-            await resp.write(item)
-            item = await w.get()
-        if item is None:
-            await resp.write_eof()
+        try:
+            while isinstance(item, bytes):
+                await resp.write(item)
+                item = await w.get()
+            if item is None:
+                await resp.write_eof()
+                return resp
+        except ConnectionResetError:  # the client left; the worker stops at its next write
             return resp
         log.warning("%s %s failed while streaming: %s", request.method, request.path, item)
         resp.force_close()

@@ -16,6 +16,7 @@ kept for a later resume; corrupt ones are deleted).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -91,7 +92,7 @@ def fetch_manifest(s: Session, path: str, ref_or_digest: str, scopes: tuple[str,
     cap = options.max_manifest_size
     resp = s.request("GET", f"/v2/{path}/manifests/{ref_or_digest}", scopes,
                      headers={"Accept": manifests.ACCEPT}, stream=True, ok=(200,), what=what)
-    with resp:
+    with contextlib.closing(resp):
         length = resp.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > cap:
             raise InvalidArgument(f"{what}: manifest is {length} bytes, over the {cap}-byte limit")
@@ -123,7 +124,7 @@ def fetch_small_blob(s: Session, path: str, digest: str, size: int, scopes: tupl
     resp = s.request("GET", f"/v2/{path}/blobs/{digest}", scopes, headers={"Accept-Encoding": "identity"},
                      stream=True, ok=(200,), what=what)
     buf = bytearray()
-    with resp:
+    with contextlib.closing(resp):
         try:
             for chunk in resp.iter_raw(CHUNK):
                 buf += chunk
@@ -226,7 +227,7 @@ class _LayerJob:
                 resp = p.session.request("GET", url, p.scopes, headers=headers, stream=True, ok=(200, 206, 416),
                                          what=f"download {self.what}")
                 reached = offset
-                with resp:
+                with contextlib.closing(resp):
                     if resp.status_code == 416:
                         resp.read()
                         out.close()

@@ -197,7 +197,7 @@ class Session:
         if scheme == "bearer":
             self._token(())
             return
-        r = self.request("GET", "/v2/", (), what=f"login to {self.ep.host}")
+        r = self.request("GET", "/v2/", (), ok=(200,), what=f"login to {self.ep.host}")
         r.close()
 
     def _basic(self) -> str | None:

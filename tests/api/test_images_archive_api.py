@@ -5,6 +5,7 @@ prune endpoints ``docker system prune`` calls."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import socket
@@ -242,7 +243,8 @@ def test_cp_cannot_escape_through_symlinks(client: Client, tmp_path: Any) -> Non
     with pytest.raises(errors.InvalidArgument):
         client.archive_put(cid, "/box", io.BytesIO(tar_of({f"../../../../{outside}": b"x"})))
     client.archive_put(cid, "/box", io.BytesIO(tar_of({}, {"hostlink": str(tmp_path)})))
-    client.archive_put(cid, "/box", io.BytesIO(tar_of({"hostlink/planted": b"x"})))
+    with contextlib.suppress(errors.InvalidArgument):  # refused, or replaced the link: never written through
+        client.archive_put(cid, "/box", io.BytesIO(tar_of({"hostlink/planted": b"x"})))
     assert not outside.exists() and not (tmp_path / "planted").exists()
     _st, resp = client.archive_get(cid, "/esc/etc/passwd")
     assert b"root:" in members(resp.read())["passwd"]

@@ -43,15 +43,25 @@ def host() -> Any:
     return testinfra.get_host("paramiko://wharfie-vm", ssh_config=SSH_CONFIG, sudo=True)
 
 
-def lines(host: Any, path: str) -> set[str]:
-    f = host.file(path)
-    return set(f.content_string.split("\n")) - {""} if f.exists else set()
+@pytest.fixture(scope="module")
+def snapshots(host: Any) -> dict[str, dict[str, set[str]]]:
+    """{"before"|"after": {"mounts"|"cgroups"|"links"|"netns": lines}}, read in one command."""
+    r = host.run(f"cd {SNAPSHOTS} && for f in */*; do echo \"### $f\"; cat \"$f\"; done")
+    if r.rc != 0 or "### after/" not in r.stdout:
+        pytest.skip("no snapshots: vm/run-tests.sh did not run")
+    out: dict[str, dict[str, set[str]]] = {"before": {}, "after": {}}
+    current: set[str] = set()
+    for line in r.stdout.splitlines():
+        if line.startswith("### "):
+            name, kind = line[4:].split("/", 1)
+            current = out.setdefault(name, {}).setdefault(kind, set())
+        elif line:
+            current.add(line)
+    return out
 
 
-def snapshot(host: Any, name: str) -> dict[str, set[str]]:
-    if not host.file(f"{SNAPSHOTS}/{name}/mounts").exists:
-        pytest.skip(f"no {name} snapshot: vm/run-tests.sh did not run")
-    return {k: lines(host, f"{SNAPSHOTS}/{name}/{k}") for k in ("mounts", "cgroups", "links", "netns")}
+def new_since_before(snapshots: dict[str, dict[str, set[str]]], kind: str) -> set[str]:
+    return snapshots["after"].get(kind, set()) - snapshots["before"].get(kind, set())
 
 
 # --- the kernel the suite needs ------------------------------------------------------------
@@ -87,22 +97,21 @@ def test_user_namespaces_work(host: Any) -> None:
 
 # --- nothing of wharfie's left behind after the suite ---------------------------------------
 
-def test_no_leaked_mounts(host: Any) -> None:
-    before, after = snapshot(host, "before"), snapshot(host, "after")
-    leaked = {m for m in after["mounts"] - before["mounts"] if not SYSTEM_MOUNT.match(m)}
+def test_no_leaked_mounts(snapshots: dict[str, dict[str, set[str]]]) -> None:
+    leaked = {m for m in new_since_before(snapshots, "mounts") if not SYSTEM_MOUNT.match(m)}
     assert not leaked, f"mounts left behind: {sorted(leaked)}"
 
 
-def test_no_leaked_cgroups(host: Any) -> None:
-    before, after = snapshot(host, "before"), snapshot(host, "after")
-    leaked = {c for c in after["cgroups"] - before["cgroups"] if not SYSTEM_CGROUP.search(c)}
+def test_no_leaked_cgroups(snapshots: dict[str, dict[str, set[str]]]) -> None:
+    leaked = {c for c in new_since_before(snapshots, "cgroups") if not SYSTEM_CGROUP.search(c)}
     assert not leaked, f"cgroups left behind: {sorted(leaked)[:20]}"
 
 
-def test_no_leaked_links_or_netns(host: Any) -> None:
-    before, after = snapshot(host, "before"), snapshot(host, "after")
-    assert not (after["links"] - before["links"] - SYSTEM_LINKS), "links (veths, bridges) left behind"
-    assert not (after["netns"] - before["netns"]), "named network namespaces left behind"
+def test_no_leaked_links_or_netns(snapshots: dict[str, dict[str, set[str]]]) -> None:
+    links = new_since_before(snapshots, "links") - SYSTEM_LINKS
+    assert not links, f"links (veths, bridges) left behind: {sorted(links)}"
+    netns = new_since_before(snapshots, "netns")
+    assert not netns, f"named network namespaces left behind: {sorted(netns)}"
 
 
 def test_no_leaked_processes(host: Any) -> None:

@@ -9,6 +9,7 @@ kernel's extract reads it as a plain file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import IO, Any, BinaryIO, Protocol
 
 from aiohttp import web
@@ -87,9 +88,10 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={PATH_STAT: wire_images.path_stat_header(st),
                                            "Content-Type": "application/x-tar"})
         await resp.prepare(request)
-        while data := await loop.run_in_executor(None, spool.read, CHUNK):
-            await resp.write(data)
-        await resp.write_eof()
+        with contextlib.suppress(ConnectionResetError):  # the client left
+            while data := await loop.run_in_executor(None, spool.read, CHUNK):
+                await resp.write(data)
+            await resp.write_eof()
     return resp
 
 

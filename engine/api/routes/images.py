@@ -129,6 +129,8 @@ async def load(request: web.Request) -> web.StreamResponse:
             await send_json_line(resp, wire_images.loaded(name))
         await resp.write_eof()
         return resp
+    except ConnectionResetError:  # the client left: the load ends (all or nothing) on its own
+        return resp or web.Response(status=499)
     finally:
         body.close()
         feeder.cancel()

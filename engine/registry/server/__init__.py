@@ -1,0 +1,1 @@
+"""``wharfie registry serve``: an OCI distribution-spec registry (see ``app``)."""
