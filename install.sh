@@ -39,7 +39,8 @@ fi
 stamp=.venv/.wharfie-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  # "compat" editable mode: a plain .pth path entry, no import-hook finder (~20 ms less per CLI start)
+  .venv/bin/python -m pip install -q -e ".[test]" --config-settings editable_mode=compat
   touch "$stamp"
 fi
 if [ "$(id -u)" -eq 0 ]; then

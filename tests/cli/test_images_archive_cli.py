@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pty
+import re
 import subprocess
 import sys
 import tarfile
@@ -132,10 +133,7 @@ def test_docker_cp_in_and_out(docker: Any, tmp_path: Any) -> None:
     (src / "sub" / "f").write_text("hello\n")
     docker("cp", str(src), f"{cid}:/copied")
     docker("cp", str(src / "sub" / "f"), f"{cid}:/d/a")  # an existing file is replaced
-    docker("start", "-a", cid, check=False)
-    assert docker("cp", f"{cid}:/copied/sub/f", "-").returncode == 0
-    out = docker("run", "--rm", "busybox", "true").returncode
-    assert out == 0
+    assert names(docker("cp", f"{cid}:/copied/sub/f", "-").stdout) == {"f"}
     diff = docker("diff", cid).stdout.decode().splitlines()
     assert "A /copied/sub/f" in diff and "A /d/a" in diff
 
@@ -196,7 +194,8 @@ def test_wharfie_save_load_history(wharfie: Any, tmp_path: Any) -> None:
     assert wharfie("image", "save", "busybox").stdout == out.read_bytes()
     p = wharfie("load", "-i", str(out))
     lines = p.stdout.decode().splitlines()
-    assert lines[-1] == "Loaded image: busybox:latest" and lines[0].endswith(": Loading layer " + lines[0].split()[-1])
+    assert lines[-1] == "Loaded image: busybox:latest"
+    assert re.fullmatch(r"[0-9a-f]{12}: Loading layer [0-9.]+[kMG]?B", lines[0]), lines
     assert wharfie("image", "load", "-q", input=out.read_bytes()).stdout == b"Loaded image: busybox:latest\n"
     assert image_id(wharfie, "busybox") == before
     p = wharfie("load", input=out.read_bytes()[:4000], check=False)
@@ -239,8 +238,14 @@ def test_wharfie_commit_diff_export_cp(wharfie: Any, tmp_path: Any) -> None:
     wharfie("container", "cp", str(tmp_path / "local.txt"), f"{cid}:/renamed")
     tar = wharfie("cp", f"{cid}:/w", "-").stdout
     assert names(tar) == {"w", "w/f", "w/local.txt"}
-    wharfie("cp", "-", f"{cid}:/", input=tar.replace(b"w/f\0", b"w/g\0").replace(b"w\0", b"v\0", 1))
-    assert b"A /renamed" in wharfie("diff", cid).stdout
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        ti = tarfile.TarInfo("v/g")
+        ti.size = 6
+        tf.addfile(ti, io.BytesIO(b"stdin\n"))
+    wharfie("cp", "-", f"{cid}:/", input=buf.getvalue())
+    diff = wharfie("diff", cid).stdout.decode().splitlines()
+    assert {"A /renamed", "A /v/g", "A /w/local.txt"} <= set(diff)
     for args, message in (([f"{cid}:/nope", str(tmp_path / "x")], b"Could not find the file /nope"),
                           ([f"{cid}:/w/f", str(tmp_path / "missing") + "/"], b"must exist"),
                           ([str(tmp_path / "a"), str(tmp_path / "b")], b"at least one container"),
