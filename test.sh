@@ -26,5 +26,6 @@ fi
 
 if [ "$(id -u)" -eq 0 ] && [ "$(uname -s)" = Linux ] && "$py" -c 'import backends.linux.kernel' 2>/dev/null; then
   echo "== Linux backend suites (root) =="
-  "$py" -m pytest -p no:cacheprovider --backend=linux tests/contract tests/privileged "$@"
+  "$py" -m pytest -p no:cacheprovider --backend=linux tests/contract tests/api tests/cli tests/interop \
+    tests/privileged "$@"
 fi

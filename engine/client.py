@@ -470,6 +470,26 @@ class Client:
     def remove_image(self, ref: str, force: bool = False, noprune: bool = False) -> Any:
         return self.json("DELETE", f"/images/{_q(ref)}", {"force": force or None, "noprune": noprune or None})
 
+    # -- registries (issue 6) -------------------------------------------------------------------
+
+    def pull(self, reference: str, tag: str | None = None, platform: str | None = None,
+             registry_auth: str | None = None) -> Iterator[Any]:
+        """``POST /images/create?fromImage=``: Docker's NDJSON progress (errors in-band as
+        ``{"error", "errorDetail"}``). ``registry_auth`` is the X-Registry-Auth value."""
+        headers = {"X-Registry-Auth": registry_auth} if registry_auth else None
+        return self.request("POST", "/images/create", {"fromImage": reference, "tag": tag, "platform": platform},
+                            headers=headers, stream=True).lines()
+
+    def push(self, reference: str, tag: str | None = None, registry_auth: str | None = None) -> Iterator[Any]:
+        """``POST /images/{name}/push``: NDJSON progress, errors in-band."""
+        return self.request("POST", f"/images/{_q(reference)}/push", {"tag": tag},
+                            headers={"X-Registry-Auth": registry_auth or "e30="}, stream=True).lines()
+
+    def login(self, username: str, password: str, server: str = "") -> Any:
+        """``POST /auth``: ``{"Status": "Login Succeeded"}`` or PermissionDenied."""
+        return self.json("POST", "/auth", body={"username": username, "password": password,
+                                                "serveraddress": server})
+
     def prune_images(self, all: bool = False) -> Any:
         filters = {"dangling": ["false"]} if all else None
         return self.json("POST", "/images/prune", {"filters": json.dumps(filters) if filters else None})

@@ -83,12 +83,12 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def make_app(engine: object) -> web.Application:
-    from engine.api.routes import container_fs, containers, execs, images, system
+    from engine.api.routes import container_fs, containers, execs, images, system, registry
 
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
     app[ENGINE] = engine
     app.on_response_prepare.append(_headers)
-    for module in (system, containers, container_fs, execs, images):
+    for module in (registry, system, containers, container_fs, execs, images):
         for method, path, handler in module.ROUTES:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, r"/{version:v[0-9]+\.[0-9]+}" + path, handler)

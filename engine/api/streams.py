@@ -5,6 +5,11 @@ After the 101 the connection is a raw byte pipe both ways. aiohttp buffers what 
 sends after the upgrade request; :class:`Hijack` takes the transport over with its own protocol,
 so a client that half-closes (``CloseWrite`` after its stdin ends, as ``docker run -i`` does)
 still gets the rest of the output.
+
+Blocking archive work (save, load, export) runs on worker threads: :class:`ThreadWriter` and
+:func:`stream_from_thread` carry what a worker writes out as the response body, and
+:class:`ThreadReader` feeds a request body to a worker, both through small bounded queues, so
+memory stays flat however large the archive.
 """
 
 from __future__ import annotations
@@ -274,7 +279,7 @@ class ThreadReader:
                 await self._room.acquire()
                 self.received += len(chunk)
                 self._queue.put(chunk)
-        except Exception as e:  # the client went away mid-body
+        except Exception as e:  # noqa: BLE001 - any payload error (reset, bad chunking) ends the body
             self._queue.put(e)
             return
         self._queue.put(None)
@@ -313,7 +318,7 @@ async def spool_body(request: web.Request, directory: str | None) -> IO[bytes]:
     """The request body in an anonymous temp file (position 0), written off the event loop in
     1 MiB batches. The caller closes it."""
     loop = asyncio.get_running_loop()
-    fh = tempfile.TemporaryFile(dir=directory)
+    fh = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 - returned open to the caller
     try:
         batch = bytearray()
         while chunk := await request.content.readany():

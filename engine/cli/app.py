@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import click
 
@@ -105,7 +105,7 @@ class DockerBoolFlags(click.Command):
     """A command whose ``--flag/--no-flag`` booleans also take docker's ``--flag=false`` form
     (``commit --pause=false``, ``-p=false``); ``bool_flags`` maps each spelling to its option."""
 
-    bool_flags: dict[str, tuple[str, str]] = {}
+    bool_flags: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         out = []

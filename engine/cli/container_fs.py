@@ -10,6 +10,7 @@ entries that would land outside the destination (absolute names, ``..``, symlink
 from __future__ import annotations
 
 import sys
+from typing import ClassVar
 
 import click
 
@@ -17,7 +18,8 @@ from engine.cli.app import App, DockerBoolFlags, fail, pass_app
 
 
 class _Commit(DockerBoolFlags):
-    bool_flags = {"--pause": ("--pause", "--no-pause"), "-p": ("--pause", "--no-pause")}
+    bool_flags: ClassVar[dict[str, tuple[str, str]]] = {"--pause": ("--pause", "--no-pause"),
+                                                        "-p": ("--pause", "--no-pause")}
 
 
 @click.command(cls=_Commit)

@@ -24,11 +24,9 @@ def _create(app: App, opts: dict[str, Any], image: str, command: tuple[str, ...]
         if "image" not in str(e).lower():
             raise
         err(f"Unable to find image '{image}' locally")
-        from engine.refs import parse
+        from engine.cli.registry import pull_image
 
-        ref = parse(image)
-        list(app.client.request("POST", "/images/create", {"fromImage": ref.repository,
-                                                           "tag": ref.tag or "latest"}).lines())
+        pull_image(app, image, opts.get("platform"), err_stream=True)
         return str(app.client.create(config, opts["name"])["Id"])
 
 

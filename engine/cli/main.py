@@ -28,6 +28,8 @@ COMMANDS = {
     "rmi": "engine.cli.images:rmi", "history": "engine.cli.images:history",
     "image": "engine.cli.images:image_group()", "system": "engine.cli.system:system_group()",
     "container": "engine.cli.main:container_group()",
+    **{n: f"engine.cli.registry:{n}" for n in ("pull", "push", "login", "logout")},
+    "registry": "engine.cli.registry:registry_group()",
 }
 
 

@@ -109,9 +109,10 @@ def df(app: App, verbose: bool, format_: str | None) -> None:
     click.echo("Images space usage:\n")
     rows = fmt.image_rows(images)
     by_id = {i["Id"]: i for i in images}
-    for r, i in zip(rows, [i for i in images for _ in (i.get("RepoTags") or [None])]):
-        shared = max(by_id[i["Id"]].get("SharedSize", 0), 0)
-        r.update(SharedSize=size(shared), UniqueSize=size(i["Size"] - shared), Containers=str(i.get("Containers", 0)))
+    for r, img in zip(rows, [i for i in images for _ in (i.get("RepoTags") or [None])]):
+        shared = max(by_id[img["Id"]].get("SharedSize", 0), 0)
+        r.update(SharedSize=size(shared), UniqueSize=size(img["Size"] - shared),
+                 Containers=str(img.get("Containers", 0)))
     fmt.render(rows, None, "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t"
                "{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}",
                headers={"ID": "IMAGE ID", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE"})

@@ -248,7 +248,9 @@ class _LayerJob:
                         if resp.status_code == 206:
                             continue
                     try:
-                        for chunk in resp.iter_raw(CHUNK):
+                        # no chunk_size: httpx would hold back a partial chunk, and those bytes
+                        # would be lost to the resume if the connection broke
+                        for chunk in resp.iter_raw():
                             if offset + len(chunk) > d.size:
                                 out.close()
                                 os.unlink(partial)
@@ -261,7 +263,7 @@ class _LayerJob:
                             p.session.check_cancel()
                     except httpx.HTTPError as e:
                         out.flush()
-                        failures = 0 if offset > reached else failures + 1
+                        failures = 1 if offset > reached else failures + 1
                         if failures > p.options.max_retries:
                             raise Unavailable(f"download {self.what}: {e} (at byte {offset} of "
                                               f"{d.size}; a new pull resumes from there)") from None
@@ -269,7 +271,7 @@ class _LayerJob:
                         continue
                 if offset < d.size:
                     out.flush()
-                    failures = 0 if offset > reached else failures + 1
+                    failures = 1 if offset > reached else failures + 1
                     if failures > p.options.max_retries:
                         raise InvalidArgument(f"download {self.what}: truncated: got {offset} of {d.size} "
                                               "bytes")
@@ -347,10 +349,10 @@ def pull(store: ImageStore, transfers: Transfers, options: RegistryOptions, refe
     what = f"pull {shown}"
     with session_for(ref, options, creds, cancel) as s, store.blobs.lease() as lease:
         p = _Puller(store, transfers, options, s, ref.path, report, lease)
-        report.status(f"Pulling from {ref.path.removeprefix(refs.OFFICIAL_PREFIX) if ref.domain == refs.DEFAULT_DOMAIN else ref.path}",
-                      ref.digest or ref.tag or "latest")
         try:
             data, ctype, top_digest = fetch_manifest(s, ref.path, wanted, p.scopes, options, what)
+            # after the manifest, as dockerd: a missing or forbidden image fails before any output
+            report.status(f"Pulling from {ref.name if ref.domain == refs.DEFAULT_DOMAIN else ref.path}", wanted)
             man = manifests.parse(data, ctype, what)
             if man.is_index:
                 chosen = manifests.select(man, plat, what)

@@ -1,7 +1,9 @@
 """A real ``wharfied`` subprocess for the API and CLI suites (one per test module).
 
-It runs the sim backend on a temporary UNIX socket and root, so no root is needed; the busybox
-fixture image is imported through the API. Every wait is bounded.
+It runs the backend chosen by ``--backend`` (the sim by default: no root needed; ``linux`` runs
+real containers) on a temporary UNIX socket and root; the busybox fixture image is imported
+through the API. Every wait is bounded. At the end every container is removed before the daemon
+stops (containers outlive the daemon by design, so a test run must clean them up).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def busybox_tar() -> bytes:
 
 
 class Daemon:
-    def __init__(self) -> None:
+    def __init__(self, backend: str = "sim") -> None:
+        self.backend = backend
         # short path: sun_path is limited to 108 bytes
         self.dir = tempfile.mkdtemp(prefix="wh-")
         self.socket = os.path.join(self.dir, "d.sock")
@@ -46,7 +49,7 @@ class Daemon:
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "engine.api.daemon", "--backend", "sim", "-H", self.host,
+                [sys.executable, "-m", "engine.api.daemon", "--backend", self.backend, "-H", self.host,
                  "--root", os.path.join(self.dir, "root"), "--exec-root", os.path.join(self.dir, "run"),
                  "--pidfile", os.path.join(self.dir, "wharfied.pid")],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT, env=env)
@@ -81,8 +84,20 @@ class Daemon:
         docs = list(self.client().import_image(busybox_tar(), reference, ['CMD ["sh"]']))
         return str(docs[-1]["status"])
 
+    def remove_all_containers(self) -> None:
+        c = self.client()
+        for doc in c.containers(all=True):
+            try:
+                c.remove(doc["Id"], force=True)
+            except Exception:  # noqa: BLE001 - best effort; the leak check reports the rest
+                pass
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.remove_all_containers()
+            except Exception:  # noqa: BLE001
+                pass
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -92,8 +107,8 @@ class Daemon:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def daemon_fixture() -> Iterator[Daemon]:
-    d = Daemon()
+def daemon_fixture(backend: str = "sim") -> Iterator[Daemon]:
+    d = Daemon(backend)
     try:
         d.start()
         d.import_busybox()

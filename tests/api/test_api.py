@@ -83,7 +83,7 @@ def test_errors_round_trip_as_engine_errors(client: Client) -> None:
         client.create({"Image": "busybox", "Cmd": ["true"]}, client.container(cid)["Name"][1:])
     with pytest.raises(errors.InvalidArgument):
         client.create({"Image": "busybox"}, "bad name!")
-    with pytest.raises(errors.NotImplemented_):
+    with pytest.raises((errors.Unavailable, errors.NotFound, errors.PermissionDenied)):  # no hub from tests
         list(client.request("POST", "/images/create", {"fromImage": "alpine", "tag": "3"}).lines())
     client.remove(cid)
 

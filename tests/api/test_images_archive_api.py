@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
 import io
 import json
 import socket
@@ -73,6 +74,11 @@ def test_save_is_a_docker_and_oci_archive(client: Client, saved: bytes) -> None:
     resp = client.request("GET", "/images/busybox:latest/get", stream=True)
     assert resp.headers["Content-Type"] == "application/x-tar"
     assert b"".join(resp.chunks()) == saved
+    client.tag("busybox", "second", "1")
+    both = members(b"".join(client.save(["busybox:latest", "second:1"]).chunks()))
+    [entry] = json.loads(both["manifest.json"])
+    assert sorted(entry["RepoTags"]) == ["busybox:latest", "second:1"]
+    client.remove_image("second:1")
     with pytest.raises(errors.NotFound):
         client.save(["no-such-image:1"])
     with pytest.raises(errors.InvalidArgument):
@@ -98,6 +104,7 @@ def test_load_round_trip_keeps_the_image_id(client: Client, saved: bytes) -> Non
     assert client.image("busybox:latest")["Id"] == image_id
     # quiet: only the result; loading again is harmless
     assert list(client.load(saved, quiet=True)) == [{"stream": "Loaded image: busybox:latest\n"}]
+    assert list(client.load(gzip.compress(saved, 1), quiet=True)) == [{"stream": "Loaded image: busybox:latest\n"}]
     assert client.image("busybox:latest")["Id"] == image_id
 
 

@@ -11,5 +11,5 @@ from tests.api.daemon import Daemon, daemon_fixture
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[Daemon]:
-    yield from daemon_fixture()
+def daemon(backend: str) -> Iterator[Daemon]:
+    yield from daemon_fixture(backend)

@@ -23,7 +23,7 @@ TIMEOUT = 30
 
 def _runner(argv: list[str], env: dict[str, str]) -> Any:
     def run(*args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        p = subprocess.run([*argv, *args], input=input, env=env, cwd=ROOT, capture_output=True, timeout=TIMEOUT)
+        p = subprocess.run([*argv, *args], check=False, input=input, env=env, cwd=ROOT, capture_output=True, timeout=TIMEOUT)
         if check and p.returncode != 0:
             raise AssertionError(f"{' '.join(argv[-1:])} {' '.join(args)} → {p.returncode}\n"
                                  f"{p.stdout.decode(errors='replace')[-2000:]}\n{p.stderr.decode(errors='replace')}")
@@ -209,7 +209,7 @@ def test_wharfie_save_and_export_refuse_a_terminal(wharfie: Any) -> None:
     for args in (["save", "busybox"], ["export", "whatever"]):
         main, secondary = pty.openpty()
         try:
-            p = subprocess.run([*wharfie.argv, *args], env=wharfie.env, cwd=ROOT, stdout=secondary,
+            p = subprocess.run([*wharfie.argv, *args], check=False, env=wharfie.env, cwd=ROOT, stdout=secondary,
                                stderr=subprocess.PIPE, timeout=TIMEOUT)
         finally:
             os.close(secondary)

@@ -34,11 +34,11 @@ def wharfie(daemon: Daemon) -> Any:
     return run
 
 
-def test_version_info(wharfie: Any) -> None:
+def test_version_info(wharfie: Any, backend: str) -> None:
     assert wharfie("--version").stdout.startswith("wharfie version ")
     out = wharfie("version").stdout
     assert "Server: wharfie" in out and "API version:      1.47" in out
-    assert "Backend: sim" in wharfie("info").stdout
+    assert f"Backend: {backend}" in wharfie("info").stdout
     assert wharfie("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip() == "inactive"
 
 

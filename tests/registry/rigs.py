@@ -182,6 +182,8 @@ class AppThread:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+            if not self.thread.is_alive():
+                self.loop.close()
 
 
 class Seen:
@@ -224,7 +226,7 @@ def proxy_app(upstream: str, seen: Seen, cut: dict[str, int]) -> web.Application
                         await resp.write(chunk[:limit - sent])
                         await asyncio.sleep(0.05)
                         assert request.transport is not None
-                        request.transport.abort()  # the cut: mid-body, no clean end
+                        request.transport.close()  # the cut: flushes what was sent, then EOF mid-body
                         return resp
                     await resp.write(chunk)
                     sent += len(chunk)
@@ -327,7 +329,7 @@ def config_for(layers: list[bytes], os_: str = "linux", arch: str | None = None)
     arch = arch or host_platform()[1]
     doc = {"architecture": arch, "os": os_, "config": {"Cmd": ["sh"]},
            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(x).hexdigest() for x in layers]},
-           "created": "2024-01-01T00:00:00Z", "history": [{"created": "2024-01-01T00:00:00Z"}]}
+           "created": "2024-01-01T00:00:00Z", "history": [{"created": "2024-01-01T00:00:00Z"} for _ in layers]}
     return json.dumps(doc).encode()
 
 

@@ -31,10 +31,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     e = request.app[ENGINE]
     src, image = q_str(request, "fromSrc"), q_str(request, "fromImage")
     if image:
-        tag = q_str(request, "tag")
-        what = f"{image}:{tag}" if tag and ":" not in image.rsplit("/", 1)[-1] else image
-        raise NotImplemented_(f"cannot pull {what}: pulling images from a registry is not available yet; "
-                              "use 'wharfie import' or 'wharfie image bootstrap busybox' instead")
+        from engine.api.routes import registry
+
+        return await registry.pull(request, image)
     if not src:
         raise InvalidArgument("fromSrc or fromImage is required")
     if src != "-":
