@@ -8,10 +8,18 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./install.sh --no-run
-if ! command -v docker >/dev/null; then
-  # the CLI suite drives the real docker client against wharfied
+# Real peers the suites drive: the docker client (CLI suite) and Debian's dockerd, runc,
+# skopeo, umoci (image interop) and the reference registry (registry suite).
+need=()
+command -v docker >/dev/null && command -v dockerd >/dev/null || need+=(docker.io)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v umoci >/dev/null || need+=(umoci)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq -o DPkg::Lock::Timeout=300 docker.io
+  $sudo_cmd apt-get update -qq || true
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq -o DPkg::Lock::Timeout=300 "${need[@]}"
 fi
 py=.venv/bin/python
 export WHARFIE_TEST_PROFILE=ci
