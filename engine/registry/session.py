@@ -271,7 +271,10 @@ class Session:
         Raises:
             Unavailable, PermissionDenied, NotFound, InvalidArgument (see the module doc).
         """
-        self.ping()
+        try:
+            self.ping()
+        except Unavailable as e:
+            raise Unavailable(f"{what}: {e}" if what else str(e)) from None
         assert self.base is not None
         url = path_or_url if "://" in path_or_url else self.base + path_or_url
         scope_key = tuple(scopes)
