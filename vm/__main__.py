@@ -41,10 +41,14 @@ def _ensure_deps() -> None:
         sys.exit("vm: the harness venv lacks fabric/testinfra; remove vm/.cache/venv and retry")
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     reqs = extras["vm"] + extras["test"]
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(HARNESS_VENV)], check=True)
-    print(f"vm: installing the harness's Python packages into {HARNESS_VENV}", file=sys.stderr)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs], check=True)
+    stamp = HARNESS_VENV / ".requirements"
+    if not (py.exists() and stamp.exists() and stamp.read_text() == "\n".join(reqs)):
+        if not py.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(HARNESS_VENV)], check=True)
+        print(f"vm: installing the harness's Python packages into {HARNESS_VENV}", file=sys.stderr)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs],
+                       check=True)
+        stamp.write_text("\n".join(reqs))
     env = dict(os.environ, PYTHONPATH=str(REPO))
     os.execve(str(py), [str(py), "-m", "vm", *sys.argv[1:]], env)
 

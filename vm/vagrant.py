@@ -120,6 +120,8 @@ class VagrantMachine:
         except Exception as e:  # noqa: BLE001 - still stop the daemons we started
             info(f"vagrant destroy: {e}")
         CONSOLE.unlink(missing_ok=True)
+        Path("/var/log/libvirt/qemu/main_default.log").unlink(missing_ok=True)
+        Path("/var/log/libvirt/qemu/wharfie-vm-default.log").unlink(missing_ok=True)
         for name in filter(None, self.state.extra.get("started", "").split(",")):
             _stop_daemon(name)
 
@@ -151,10 +153,15 @@ def _stop_daemon(name: str) -> None:
 def _ensure_pool() -> None:
     """A libvirt storage pool in vm/.cache, so that no box volume lands in /var/lib/libvirt."""
     virsh = ["virsh", "-c", "qemu:///system"]
-    if subprocess.run([*virsh, "pool-info", POOL], capture_output=True).returncode != 0:
-        POOL_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run([*virsh, "pool-define-as", POOL, "dir", "--target", str(POOL_DIR)],
-                       check=True, capture_output=True)
-    state = subprocess.run([*virsh, "pool-info", POOL], capture_output=True, text=True).stdout
-    if "running" not in state:
-        subprocess.run([*virsh, "pool-start", POOL], check=True, capture_output=True)
+    POOL_DIR.mkdir(parents=True, exist_ok=True)
+    for _ in range(30):   # a just-started libvirtd answers `version` before its storage driver
+        info_ = subprocess.run([*virsh, "pool-info", POOL], capture_output=True, text=True)
+        if info_.returncode == 0 and "running" in info_.stdout:
+            return
+        if info_.returncode != 0:
+            subprocess.run([*virsh, "pool-define-as", POOL, "dir", "--target", str(POOL_DIR)],
+                           capture_output=True)
+        else:
+            subprocess.run([*virsh, "pool-start", POOL], capture_output=True)
+        time.sleep(0.5)
+    raise BootError(f"libvirt storage pool {POOL} at {POOL_DIR} cannot be started")

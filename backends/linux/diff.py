@@ -17,6 +17,7 @@ import errno
 import os
 import stat
 import tarfile
+from collections.abc import Iterator
 from typing import IO
 
 from backends.linux.layer_root import BUFSIZE, OPAQUE_XATTR, WH_OPAQUE, WH_PREFIX, is_whiteout
@@ -58,7 +59,7 @@ def write_diff(upper: str, out: IO[bytes]) -> int:
     try:
         with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
                           bufsize=BUFSIZE, copybufsize=BUFSIZE) as tf:
-            _walk(tf, rootfd, "", {})
+            _walk(tf, rootfd, {})
     finally:
         os.close(rootfd)
     return writer.count
@@ -87,73 +88,102 @@ def _xattrs(ti: tarfile.TarInfo, fd: int) -> None:
     ti.pax_headers = pax
 
 
-def _walk(tf: tarfile.TarFile, dfd: int, prefix: str, first_path: dict[tuple[int, int], str]) -> None:
-    for name in sorted(os.listdir(dfd)):
-        path = prefix + name
-        try:
-            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue  # deleted while we walk
-        if is_whiteout(st):
-            head, _, base = path.rpartition("/")
-            ti = tarfile.TarInfo((head + "/" if head else "") + WH_PREFIX + base)
-            ti.mode, ti.mtime = 0o644, int(st.st_mtime)
-            tf.addfile(ti)
-            continue
-        ti = _info(path, st)
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    continue
-                raise
-            try:
-                ti.type = tarfile.DIRTYPE
-                _xattrs(ti, sub)
-                tf.addfile(ti)
-                if _opaque(sub):
-                    op = tarfile.TarInfo(f"{path}/{WH_OPAQUE}")
-                    op.mode, op.mtime = 0o644, ti.mtime
-                    tf.addfile(op)
-                _walk(tf, sub, path + "/", first_path)
-            finally:
-                os.close(sub)
-        elif stat.S_ISREG(st.st_mode):
-            ident = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and ident in first_path:
-                ti.type, ti.linkname = tarfile.LNKTYPE, first_path[ident]
-                tf.addfile(ti)
+def _walk(tf: tarfile.TarFile, rootfd: int, first_path: dict[tuple[int, int], str]) -> None:
+    """Depth-first, names sorted, parents first. An explicit stack of dir fds rather than
+    recursion: a container can nest dirs deeper than Python's recursion limit."""
+    stack: list[tuple[int, str, Iterator[str]]] = [(rootfd, "", iter(sorted(os.listdir(rootfd))))]
+    try:
+        while stack:
+            dfd, prefix, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                if dfd != rootfd:
+                    os.close(dfd)
                 continue
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ELOOP):
-                    continue  # replaced meanwhile
-                raise
-            try:
-                fst = os.fstat(fd)
-                if not stat.S_ISREG(fst.st_mode):
-                    continue
-                ti = _info(path, fst)
-                ti.size = fst.st_size
-                _xattrs(ti, fd)
-                if fst.st_nlink > 1:
-                    first_path[ident] = path
-                tf.addfile(ti, _Exactly(fd, fst.st_size))
-            finally:
-                os.close(fd)
-        elif stat.S_ISLNK(st.st_mode):
-            ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+            sub = _entry(tf, dfd, name, prefix + name, first_path)
+            if sub is not None:
+                try:
+                    children = iter(sorted(os.listdir(sub)))
+                except BaseException:
+                    os.close(sub)
+                    raise
+                stack.append((sub, prefix + name + "/", children))
+    finally:
+        for dfd, _, _ in stack:
+            if dfd != rootfd:
+                os.close(dfd)
+
+
+def _entry(tf: tarfile.TarFile, dfd: int, name: str, path: str,
+           first_path: dict[tuple[int, int], str]) -> int | None:
+    """Add ``name`` of ``dfd`` as ``path``; for a dir, return its open fd (the caller walks it)."""
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except FileNotFoundError:
+        return None  # deleted while we walk
+    if is_whiteout(st):
+        head, _, base = path.rpartition("/")
+        ti = tarfile.TarInfo((head + "/" if head else "") + WH_PREFIX + base)
+        ti.mode, ti.mtime = 0o644, int(st.st_mtime)
+        tf.addfile(ti)
+        return None
+    ti = _info(path, st)
+    if stat.S_ISDIR(st.st_mode):
+        try:
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None
+            raise
+        try:
+            ti.type = tarfile.DIRTYPE
+            _xattrs(ti, sub)
             tf.addfile(ti)
-        elif stat.S_ISFIFO(st.st_mode):
-            ti.type = tarfile.FIFOTYPE
+            if _opaque(sub):
+                op = tarfile.TarInfo(f"{path}/{WH_OPAQUE}")
+                op.mode, op.mtime = 0o644, ti.mtime
+                tf.addfile(op)
+        except BaseException:
+            os.close(sub)
+            raise
+        return sub
+    if stat.S_ISREG(st.st_mode):
+        ident = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and ident in first_path:
+            ti.type, ti.linkname = tarfile.LNKTYPE, first_path[ident]
             tf.addfile(ti)
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            tf.addfile(ti)
-        # sockets are not representable in a tar: skipped, as Docker does
+            return None
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ELOOP):
+                return None  # replaced meanwhile
+            raise
+        try:
+            fst = os.fstat(fd)
+            if not stat.S_ISREG(fst.st_mode):
+                return None
+            ti = _info(path, fst)
+            ti.size = fst.st_size
+            _xattrs(ti, fd)
+            if fst.st_nlink > 1:
+                first_path[ident] = path
+            tf.addfile(ti, _Exactly(fd, fst.st_size))
+        finally:
+            os.close(fd)
+    elif stat.S_ISLNK(st.st_mode):
+        ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=dfd)
+        tf.addfile(ti)
+    elif stat.S_ISFIFO(st.st_mode):
+        ti.type = tarfile.FIFOTYPE
+        tf.addfile(ti)
+    elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+        ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        tf.addfile(ti)
+    # sockets are not representable in a tar: skipped, as Docker does
+    return None
 
 
 def _opaque(fd: int) -> bool:

@@ -9,6 +9,7 @@ final component with the ``*at`` calls, never following a symlink.
 from __future__ import annotations
 
 import collections
+import collections.abc
 import errno
 import os
 import shutil
@@ -239,6 +240,59 @@ def set_meta_fd(fd: int, uid: int, gid: int, mode: int, mtime: float) -> None:
 
 
 def _rmtree_at(dfd: int, name: str) -> None:
-    shutil.rmtree(name, dir_fd=dfd)  # fd-based on Linux: never follows symlinks
+    rmtree_at(dfd, name)
+
+
+def rmtree_at(dfd: int, name: str, ignore_errors: bool = False) -> None:
+    """Remove ``name`` of dir fd ``dfd`` and all below it, never following a symlink.
+
+    Iterative, through ``O_NOFOLLOW`` dir fds (one per level): a container can nest dirs far
+    deeper than Python's recursion limit, which ``shutil.rmtree`` (recursive) dies on with
+    ``RecursionError``. With ``ignore_errors`` an entry that cannot be removed is left and the
+    rest still goes (as ``shutil.rmtree(ignore_errors=True)``).
+    """
+    try:
+        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=dfd)
+            return
+        fd = os.open(name, DIR | os.O_NOFOLLOW, dir_fd=dfd)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if ignore_errors:
+            return
+        raise
+    stack: list[tuple[int, str, int, collections.abc.Iterator[str]]] = []
+    try:
+        stack.append((dfd, name, fd, iter(os.listdir(fd))))
+        while stack:
+            pfd, pname, fd, names = stack[-1]
+            sub = next(names, None)
+            try:
+                if sub is None:
+                    stack.pop()
+                    os.close(fd)
+                    os.rmdir(pname, dir_fd=pfd)
+                    continue
+                st = os.stat(sub, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    cfd = os.open(sub, DIR | os.O_NOFOLLOW, dir_fd=fd)
+                    try:
+                        children = iter(os.listdir(cfd))
+                    except BaseException:
+                        os.close(cfd)
+                        raise
+                    stack.append((fd, sub, cfd, children))
+                else:
+                    os.unlink(sub, dir_fd=fd)
+            except FileNotFoundError:
+                continue  # gone meanwhile
+            except OSError:
+                if not ignore_errors:
+                    raise
+    finally:
+        for _, _, fd, _ in stack:
+            os.close(fd)
 
 

@@ -191,29 +191,51 @@ class _Writer:
         self.first: dict[tuple[int, int], str] = {}
 
     def entry(self, dfd: int, name: str, arc: str, st: os.stat_result) -> None:
-        """Add ``name`` of dir fd ``dfd`` (``""``: ``dfd`` itself) as ``arc``, recursively."""
-        mode = st.st_mode
-        if stat.S_ISDIR(mode):
-            try:
-                fd = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=dfd) if name else \
-                    os.open(f"/proc/self/fd/{dfd}", _DIR)
-            except OSError as e:
-                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                    return  # replaced meanwhile
-                raise
-            try:
-                ti = self._info(arc if arc == "." else arc + "/", os.fstat(fd), fd)
-                ti.type = tarfile.DIRTYPE
-                self.tf.addfile(ti)
-                for sub in sorted(os.listdir(fd)):
-                    try:
-                        sst = os.stat(sub, dir_fd=fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    self.entry(fd, sub, posixpath.join(arc, sub), sst)
-            finally:
+        """Add ``name`` of dir fd ``dfd`` (``""``: ``dfd`` itself) as ``arc``, a dir with
+        everything below it (depth-first, names sorted; an explicit stack, not recursion: a
+        container may nest dirs deeper than Python's recursion limit)."""
+        if not stat.S_ISDIR(st.st_mode):
+            self._leaf(dfd, name, arc, st)
+            return
+        stack: list[tuple[int, str, Iterator[str]]] = []
+        try:
+            self._dir(stack, dfd, name, arc)
+            while stack:
+                fd, top, names = stack[-1]
+                sub = next(names, None)
+                if sub is None:
+                    stack.pop()
+                    os.close(fd)
+                    continue
+                try:
+                    sst = os.stat(sub, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted while we walk
+                if stat.S_ISDIR(sst.st_mode):
+                    self._dir(stack, fd, sub, posixpath.join(top, sub))
+                else:
+                    self._leaf(fd, sub, posixpath.join(top, sub), sst)
+        finally:
+            for fd, _, _ in stack:
                 os.close(fd)
-        elif stat.S_ISREG(mode):
+
+    def _dir(self, stack: list[tuple[int, str, Iterator[str]]], dfd: int, name: str, arc: str) -> None:
+        """Add the dir's own entry and push it (its fd, name, children) on ``stack``."""
+        try:
+            fd = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=dfd) if name else \
+                os.open(f"/proc/self/fd/{dfd}", _DIR)  # our own O_PATH fd of the dir
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return  # replaced meanwhile
+            raise
+        stack.append((fd, arc, iter(sorted(os.listdir(fd)))))
+        ti = self._info(arc if arc == "." else arc + "/", os.fstat(fd), fd)
+        ti.type = tarfile.DIRTYPE
+        self.tf.addfile(ti)
+
+    def _leaf(self, dfd: int, name: str, arc: str, st: os.stat_result) -> None:
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
             self._file(dfd, name, arc, st)
         elif stat.S_ISLNK(mode):
             ti = self._info(arc, st)

@@ -29,14 +29,13 @@ import errno
 import hashlib
 import json
 import os
-import shutil
 import stat
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from backends.linux import layers, libc, overlay
-from backends.linux.layer_root import BUFSIZE
+from backends.linux.layer_root import BUFSIZE, rmtree_at
 from backends.linux.diff import write_diff
 from engine.kernel import LayerLimits, SnapshotInfo, SnapshotKind
 
@@ -198,7 +197,14 @@ class LinuxSnapshots:
         lower = os.path.join(d, "lower")
         if lower in (points if points is not None else overlay.mount_points()):
             overlay.unmount_quietly(lower)
-        shutil.rmtree(d, ignore_errors=True)  # fd-based: never follows a symlink out
+        try:
+            pfd = os.open(os.path.dirname(d), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:  # fd-based and iterative: never follows a symlink out, any depth
+            rmtree_at(pfd, os.path.basename(d), ignore_errors=True)
+        finally:
+            os.close(pfd)
 
     def _info(self, meta: dict[str, Any]) -> SnapshotInfo:
         kind = SnapshotKind(meta["kind"])

@@ -27,7 +27,10 @@ log = logging.getLogger("wharfied")
 CONFIG_KEYS = {"hosts": "hosts", "backend": "backend", "data-root": "root", "root": "root",
                "exec-root": "exec_root", "pidfile": "pidfile", "log-file": "log_file", "group": "group",
                "tlsverify": "tlsverify", "tlscacert": "tlscacert", "tlscert": "tlscert", "tlskey": "tlskey",
-               "log-level": "log_level", "insecure-tcp": "insecure_tcp"}
+               "log-level": "log_level", "insecure-tcp": "insecure_tcp",
+               "insecure-registries": "insecure_registries", "registry-mirrors": "registry_mirrors",
+               "max-concurrent-downloads": "max_concurrent_downloads",
+               "max-concurrent-uploads": "max_concurrent_uploads"}
 
 
 class DaemonError(Exception):
@@ -54,6 +57,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tlskey", default=None, help="server key")
     p.add_argument("--insecure-tcp", action="store_true", default=None,
                    help="DANGEROUS: allow plain TCP without TLS (anyone who can connect controls the host)")
+    p.add_argument("--insecure-registry", dest="insecure_registries", action="append", default=None,
+                   help="registry (host:port or CIDR) reached without verified TLS (repeatable; "
+                        "127.0.0.0/8 always is)")
+    p.add_argument("--registry-mirror", dest="registry_mirrors", action="append", default=None,
+                   help="Docker Hub mirror URL tried first for pulls (repeatable)")
+    p.add_argument("--max-concurrent-downloads", type=int, default=None, help="layers per pull (default 3)")
+    p.add_argument("--max-concurrent-uploads", type=int, default=None, help="layers per push (default 5)")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
@@ -160,7 +170,7 @@ async def serve(args: argparse.Namespace) -> None:
             sites_spec.append(("tcp", (h.strip("[]") or "127.0.0.1", int(port), ctx)))
         else:
             raise DaemonError(f"unsupported host {host!r}: use unix:///path or tcp://host:port")
-    engine = make_engine(args.backend, args.root, args.exec_root, realtime=True)
+    engine = make_engine(args.backend, args.root, args.exec_root, realtime=True, registry=_registry_options(args))
     await engine.start()
     runner = web.AppRunner(make_app(engine), access_log=None, handle_signals=False, shutdown_timeout=2.0,
                             handler_cancellation=True)
@@ -195,6 +205,22 @@ async def serve(args: argparse.Namespace) -> None:
                 os.unlink(args.pidfile)
 
 
+def _registry_options(args: argparse.Namespace) -> Any:
+    """``--insecure-registry``, ``--registry-mirror``, ``--max-concurrent-*`` (flags or
+    daemon.json) as ``RegistryOptions``."""
+    from engine.registry.options import RegistryOptions
+
+    kw: dict[str, Any] = {}
+    if getattr(args, "insecure_registries", None):
+        kw["insecure_registries"] = tuple(args.insecure_registries)
+    if getattr(args, "registry_mirrors", None):
+        kw["mirrors"] = tuple(args.registry_mirrors)
+    for key in ("max_concurrent_downloads", "max_concurrent_uploads"):
+        if getattr(args, key, None):
+            kw[key] = int(getattr(args, key))
+    return RegistryOptions(**kw)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         args = load_options(argv)
@@ -225,3 +251,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+

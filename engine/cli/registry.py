@@ -84,9 +84,7 @@ def pull_image(app: App, image: str, platform: str | None = None, quiet: bool = 
         name, tag = ref.repository, ref.tag
     for doc in app.client.pull(name, tag, platform, _auth_header(image)):
         d.show(doc)
-    if ref is not None and not err_stream and not quiet:
-        click.echo(ref.full)
-    elif quiet and ref is not None:
+    if ref is not None and not err_stream and not quiet or quiet and ref is not None:
         click.echo(ref.full)
 
 

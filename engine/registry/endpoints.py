@@ -45,8 +45,7 @@ def auth_key(domain_or_server: str) -> str:
     """The ``config.json`` key for a registry (``docker login`` normalisation)."""
     s = domain_or_server.strip()
     for prefix in ("https://", "http://"):
-        if s.startswith(prefix):
-            s = s[len(prefix):]
+        s = s.removeprefix(prefix)
     s = s.rstrip("/")
     if s.endswith("/v1") or s.endswith("/v2"):
         s = s[:-3]

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import httpx
 
 from engine import refs
-from engine.errors import EngineError, InvalidArgument, NotFound, Unavailable
+from engine.errors import EngineError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from engine.images import compress
 from engine.images.config import parse_config
 from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader
@@ -344,10 +344,27 @@ def pull(store: ImageStore, transfers: Transfers, options: RegistryOptions, refe
     plat = manifests.parse_platform_arg(platform)
     report = Reporter(progress)
     cancel = cancel or threading.Event()
+    if ref.domain == refs.DEFAULT_DOMAIN and options.mirrors:
+        for ep in endpoints.mirror_endpoints(options):
+            attempt = threading.Event()  # a failed mirror must not cancel the next try
+            try:
+                with Session(ep, options, None, attempt, parent_cancel=cancel) as s:
+                    return _pull_with(store, transfers, options, s, ref, plat, platform, report, attempt)
+            except (Unavailable, NotFound, PermissionDenied):
+                if cancel.is_set():
+                    raise
+                continue  # next mirror, then the hub itself (as dockerd)
+    with session_for(ref, options, creds, cancel) as s:
+        return _pull_with(store, transfers, options, s, ref, plat, platform, report, cancel)
+
+
+def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions, s: Session,
+               ref: refs.Reference, plat: tuple[str, str, str | None], platform: str | None,
+               report: Reporter, cancel: threading.Event) -> PullResult:
     wanted = ref.digest or ref.tag or refs.DEFAULT_TAG
     shown = str(ref)
     what = f"pull {shown}"
-    with session_for(ref, options, creds, cancel) as s, store.blobs.lease() as lease:
+    with store.blobs.lease() as lease:
         p = _Puller(store, transfers, options, s, ref.path, report, lease)
         try:
             data, ctype, top_digest = fetch_manifest(s, ref.path, wanted, p.scopes, options, what)
@@ -437,4 +454,4 @@ def _is_cancel(e: BaseException) -> bool:
     return isinstance(e, Cancelled)
 
 
-__all__ = ["pull", "PullResult", "Transfers", "EngineError"]
+__all__ = ["EngineError", "PullResult", "Transfers", "pull"]

@@ -24,8 +24,10 @@ import tempfile
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     from engine.store.meta import LayerRow
 
 CHUNK = 1024 * 1024
+PUSH_GZIP_LEVEL = 1
+GZIP_BLOCK = 4 * 1024 * 1024
 _DOCKER_LAYER = {Compression.NONE: oci.DOCKER_LAYER, Compression.GZIP: oci.DOCKER_LAYER_GZIP,
                  Compression.ZSTD: "application/vnd.docker.image.rootfs.diff.tar.zstd"}
 _KIND_OF = {oci.DOCKER_LAYER: Compression.NONE, oci.OCI_LAYER: Compression.NONE,
@@ -156,14 +160,11 @@ class _Pusher:
 
             w = _W()
             if kind is Compression.NONE:
-                z = compress.compressor(Compression.GZIP, w)
-                z.write(head)
-                shutil.copyfileobj(src, z, CHUNK)
-                z.close()
+                gzip_members(src, head, w.write)
                 kind = Compression.GZIP
             else:
                 w.write(head)
-                shutil.copyfileobj(src, w, CHUNK)  # type: ignore[misc]
+                shutil.copyfileobj(src, w, CHUNK)
         return path, "sha256:" + h.hexdigest(), _W.size, kind
 
     def upload(self, path: str, digest: str, size: int, ident: str, data: bytes | None = None) -> None:
@@ -223,6 +224,35 @@ class _Pusher:
                     self.report.bytes("Pushing", ident, done, total)
                     yield data
         return gen
+
+
+def gzip_members(src: Any, head: bytes, write: Callable[[bytes], Any], level: int = PUSH_GZIP_LEVEL) -> None:
+    """pigz-style gzip: the input in fixed ``GZIP_BLOCK`` pieces, each compressed on its own
+    thread (zlib releases the GIL) into one gzip member, written in order. A concatenation of
+    members is one valid gzip stream (RFC 1952 §2.2; Go's, Python's and zlib's readers take it),
+    and fixed blocks, level and header (no name, mtime 0) make the bytes deterministic — the
+    digest cache relies on that. Level 1: ~2x faster than 6 on layer data for a few % more."""
+
+    def one(block: bytes) -> bytes:
+        c = zlib.compressobj(level, zlib.DEFLATED, 31)
+        return c.compress(block) + c.flush()
+
+    workers = max(1, min(8, os.cpu_count() or 1))
+    pending: deque[Future[bytes]] = deque()
+    wrote = False
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gzip") as pool:
+        block = head + src.read(GZIP_BLOCK - len(head))
+        while block:
+            pending.append(pool.submit(one, block))
+            if len(pending) >= 2 * workers:
+                write(pending.popleft().result())
+                wrote = True
+            block = src.read(GZIP_BLOCK)
+        while pending:
+            write(pending.popleft().result())
+            wrote = True
+    if not wrote:
+        write(one(b""))
 
 
 def _location(r: Any, what: str) -> str:

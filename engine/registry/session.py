@@ -115,17 +115,20 @@ class Session:
     Args:
         ep: the endpoint. options: timeouts, retries, CAs.
         creds: the user's credentials, or None for anonymous access.
-        cancel: set it to abort transfers (checked between chunks and retries).
+        cancel: set it to abort transfers (checked between chunks and retries); the session
+            sets it itself when one parallel transfer fails. ``parent_cancel`` aborts too.
         sleep: how to wait between retries (tests pass a fake).
     """
 
     def __init__(self, ep: Endpoint, options: RegistryOptions, creds: Credentials | None = None,
                  cancel: threading.Event | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 parent_cancel: threading.Event | None = None) -> None:
         self.ep = ep
         self.options = options
         self.creds = creds
         self.cancel = cancel or threading.Event()
+        self.parent_cancel = parent_cancel
         self.sleep = sleep
         self.base: str | None = None
         self._lock = threading.Lock()
@@ -156,7 +159,7 @@ class Session:
     # -- discovery and auth ----------------------------------------------------------------------
 
     def check_cancel(self) -> None:
-        if self.cancel.is_set():
+        if self.cancel.is_set() or (self.parent_cancel is not None and self.parent_cancel.is_set()):
             raise Cancelled("cancelled")
 
     def ping(self) -> httpx.Response:
@@ -222,7 +225,7 @@ class Session:
             realm = params.get("realm", "")
             if not realm.startswith(("http://", "https://")):
                 raise InvalidArgument(f"registry {self.ep.host}: bad auth challenge (realm {realm!r})")
-            q: list[tuple[str, str]] = []
+            q: list[tuple[str, str | int | float | bool | None]] = []
             if params.get("service"):
                 q.append(("service", params["service"]))
             q.extend(("scope", s) for s in scopes)

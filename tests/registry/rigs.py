@@ -75,11 +75,11 @@ class Process:
         self.log_path = os.path.join(self.dir, "log")
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def _spawn(self, argv: list[str], env: dict[str, str] | None = None, scheme: str = "http") -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
                                          env=env)
-        wait_http(f"http://{self.host}/v2/", self.proc, self.log_path)
+        wait_http(f"{scheme}://{self.host}/v2/", self.proc, self.log_path)
 
     def log(self) -> str:
         return _tail(self.log_path)
@@ -107,8 +107,7 @@ class RefRegistry(Process):
         if self.users:
             path = os.path.join(self.dir, "htpasswd")
             with open(path, "w") as fh:
-                for u, p in self.users.items():
-                    fh.write(htpasswd_line(u, p))
+                fh.writelines(htpasswd_line(u, p) for u, p in self.users.items())
             auth = f"auth:\n  htpasswd:\n    realm: wharfie-test\n    path: {path}\n"
         cfg = os.path.join(self.dir, "config.yml")
         with open(cfg, "w") as fh:
@@ -133,11 +132,12 @@ class Wharfie(Process):
         if self.users:
             path = os.path.join(self.dir, "htpasswd")
             with open(path, "w") as fh:
-                for u, p in self.users.items():
-                    fh.write(htpasswd_line(u, p))
+                fh.writelines(htpasswd_line(u, p) for u, p in self.users.items())
             argv += ["--htpasswd", path]
+        if self.tls:
+            argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        self._spawn(argv, env)
+        self._spawn(argv, env, "https" if self.tls else "http")
         return self
 
 

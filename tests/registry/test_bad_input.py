@@ -17,8 +17,18 @@ from aiohttp import web
 from engine.engine import Engine
 from engine.errors import EngineError, InvalidArgument, NotFound, PermissionDenied, Unavailable
 from engine.registry.credentials import Credentials
-from tests.registry.rigs import (AppThread, Fake, RefRegistry, Seen, closed_port, config_for, err, gzip_bytes,
-                                 layer_tar, proxy_app)
+from tests.registry.rigs import (
+    AppThread,
+    Fake,
+    RefRegistry,
+    Seen,
+    closed_port,
+    config_for,
+    err,
+    gzip_bytes,
+    layer_tar,
+    proxy_app,
+)
 
 pytestmark = pytest.mark.timeout(120)
 FAST = {"backoff": 0.01, "max_backoff": 0.05}

@@ -95,3 +95,25 @@ async def test_auth_registry(engine: Engine, other: Engine, auth_registry: RefRe
         await other.image_pull(ref)
     assert other.image_list(all=True) == [] and other.check().clean
     assert await other.image_pull(ref, auth=creds) == engine.image_inspect(ref).id
+
+
+async def test_chunked_push_to_reference_registry(engine: Engine, other: Engine, registry: RefRegistry) -> None:
+    import dataclasses
+
+    engine.registry_options = dataclasses.replace(engine.registry_options, chunk_size=100 * 1024)
+    ref = f"{registry.host}/chunked/bb:1"
+    child_image(engine, "busybox:latest", ref, {"blob.bin": bytes(range(256)) * 4096})
+    result = await engine.image_push(ref)
+    assert len(result.pushed) >= 1
+    assert await other.image_pull(ref) == engine.image_inspect(ref).id
+
+
+async def test_push_refusals(engine: Engine, registry: RefRegistry) -> None:
+    from engine.errors import InvalidArgument
+
+    with pytest.raises(NotFound, match="does not exist locally"):
+        await engine.image_push(f"{registry.host}/none/x:1")
+    with pytest.raises(InvalidArgument):
+        await engine.image_push(f"{registry.host}/none/x@sha256:{'a' * 64}")
+    with pytest.raises(InvalidArgument):
+        await engine.image_push("x/UPPER:1")

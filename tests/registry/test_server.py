@@ -161,3 +161,36 @@ async def test_skopeo_copies_in_and_out(engine: Engine, other: Engine, wharfie_r
     p = subprocess.run([skopeo, "--policy", str(policy), "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0 and engine.image_inspect(ref).id in p.stdout
+
+
+async def test_tls(engine: Engine, other: Engine, tmp_path: Any) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    cert, key = str(tmp_path / "c.pem"), str(tmp_path / "k.pem")
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    w = Wharfie(tls=(cert, key)).start()
+    try:
+        ref = f"{w.host}/tls/bb:1"
+        engine.image_tag("busybox:latest", ref)
+        await engine.image_push(ref)  # loopback: HTTPS without verification, as Docker
+        assert await other.image_pull(ref) == engine.image_inspect(ref).id
+        import ssl
+
+        r = httpx.get(f"https://{w.host}/v2/", verify=ssl.create_default_context(cafile=cert))
+        assert r.status_code == 200
+        # a non-loopback-style registry with a CA from certs.d verifies for real
+        certs = tmp_path / "certs.d" / w.host
+        certs.mkdir(parents=True)
+        shutil.copy(cert, certs / "ca.crt")
+        from engine.registry.endpoints import Endpoint
+        from engine.registry.options import RegistryOptions
+        from engine.registry.session import Session
+
+        ep = Endpoint(w.host, (f"https://{w.host}",), insecure=False, auth_key=w.host)
+        with Session(ep, RegistryOptions(certs_dir=str(tmp_path / "certs.d"))) as s:
+            assert s.ping().status_code == 200
+    finally:
+        w.stop()

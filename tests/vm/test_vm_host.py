@@ -34,7 +34,9 @@ SNAPSHOTS = "/var/tmp/wharfie-vm"
 # cgroups systemd makes and removes on its own while SSH sessions come and go
 SYSTEMD_CGROUP = re.compile(r"/(user\.slice|user-\d+\.slice|session-\d+\.scope|user@\d+\.service|"
                             r"init\.scope|systemd-[^/]+|run-[^/]+\.(scope|service))(/|$)")
-SYSTEM_MOUNT = re.compile(r"^/(run/user/\d+|proc/sys/fs/binfmt_misc|run/credentials/[^/]+)(/|$)")
+# /run/netns itself: iproute2 and pyroute2 make it a shared bind mount once, on first use (a
+# namespace file mounted *under* it is still a leak)
+SYSTEM_MOUNT = re.compile(r"^/(run/user/\d+|proc/sys/fs/binfmt_misc|run/credentials/[^/]+)(/|$)|^/run/netns$")
 SYSTEM_LINKS = {"lo", "eth0"}
 
 

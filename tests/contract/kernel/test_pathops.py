@@ -271,3 +271,4 @@ async def test_extract_replaces_a_symlink_to_a_host_dir(kernel: Any, view: str, 
     assert await read(kernel, view, "/tmp/link/secret") == b"x"
     assert snapshot_of(canary) == before
     assert (canary / "secret").read_bytes() == b"host secret\n"
+
