@@ -129,7 +129,7 @@ class VagrantMachine:
 def _start_daemons() -> list[str]:
     started = []
     for name, pidfile in DAEMONS.items():
-        if subprocess.run(["pgrep", "-x", name], capture_output=True).returncode == 0:
+        if _running(name):
             continue
         # no --listen: it wants TLS certificates; the UNIX socket is all Vagrant uses
         subprocess.run([f"/usr/sbin/{name}", "-d"], check=True)
@@ -139,6 +139,16 @@ def _start_daemons() -> list[str]:
             break
         time.sleep(0.2)
     return started
+
+
+def _running(name: str) -> bool:
+    """The daemon of the pid file is alive (not a zombie waiting for a non-systemd init to reap it)."""
+    try:
+        pid = int(Path(DAEMONS[name]).read_text().strip())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return f"({name})" in stat and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _stop_daemon(name: str) -> None:

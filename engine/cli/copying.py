@@ -2,8 +2,9 @@
 it is unpacked, following docker's rules (``archive.CopyInfoDestinationPath`` /
 ``PrepareArchiveCopy``), then stream the tar to or from the daemon.
 
-Local extraction goes through ``tarfile``'s ``tar`` filter: no absolute names, no ``..``, no
-entry whose resolved path (symlinked parents included) leaves the destination directory.
+Local extraction goes through ``engine.cli.untar`` (not tarfile's filters: absent before
+Python 3.11.4 and bypassable on later 3.11s): no absolute names, no ``..``, no entry written
+through a symlink, so nothing lands outside the destination directory.
 """
 
 from __future__ import annotations
@@ -110,39 +111,14 @@ def _rebase(name: str, top: str, new: str) -> str:
 
 
 def _extract(stream: Any, top: str, new: str, parent: str) -> None:
+    from engine.cli.untar import UnsafeEntry, extract
+
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as tf:
-            for m in tf:
-                m.name = _rebase(m.name, top, new)
-                if m.islnk():
-                    m.linkname = _rebase(m.linkname, top, new)
-                if m.name in (".", "") and m.isdir():
-                    continue
-                _clear(parent, m)
-                tf.extract(m, parent, set_attrs=True, filter="tar")
-    except tarfile.FilterError as e:
-        fail(f"refusing to extract {e.tarinfo.name!r}: it would land outside {parent}", 1)
+        extract(stream, parent, rename=lambda name: _rebase(name, top, new))
+    except UnsafeEntry as e:
+        fail(f"refusing to extract {e.name!r}: it would land outside {parent}", 1)
     except (tarfile.TarError, OSError) as e:
         fail(f"cannot extract the copy into {parent}: {e}", 1)
-
-
-def _clear(parent: str, m: tarfile.TarInfo) -> None:
-    """Make room for ``m`` as docker's untar does: an existing entry is replaced (a symlink
-    itself, never what it points to) unless both are directories. Only below ``parent``."""
-    import shutil
-
-    target = os.path.join(parent, m.name.lstrip("/"))
-    if not os.path.lexists(target):
-        return
-    root = os.path.realpath(parent)
-    where = os.path.realpath(os.path.dirname(target))
-    if where != root and not where.startswith(root + os.sep):
-        return  # the filter refuses this entry
-    if os.path.isdir(target) and not os.path.islink(target):
-        if not m.isdir():
-            shutil.rmtree(target)
-    else:
-        os.unlink(target)
 
 
 # -- local → container -----------------------------------------------------------------------
