@@ -181,6 +181,8 @@ Vagrant.configure("2") do |config|
 end
 EOF
 echo "$kver" >"$work/box/kernel-version"
+# tells a rebuilt box (new SSH key) from the one Vagrant already imported under the same name
+echo "$hash $(date -u +%Y%m%dT%H%M%SZ)" >"$work/box/build-id"
 (cd "$work/box" && tar -cf wharfie-bookworm.box metadata.json Vagrantfile box.img vmlinuz initrd.img)
 
 # --- publish -----------------------------------------------------------------------------

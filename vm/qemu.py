@@ -75,7 +75,7 @@ class QemuMachine:
             "-machine", "q35", "-accel", accel_opt, *cpu,
             "-smp", str(self.cpus), "-m", str(self.memory_mb),
             "-kernel", str(self.box.kernel), "-initrd", str(self.box.initrd),
-            "-append", CMDLINE + cgroup_args(self.cgroup),
+            "-append", CMDLINE + cgroup_args(self.cgroup) + " " + os.environ.get("VM_KERNEL_ARGS", ""),
             # a throw-away overlay over the cached image; cache=unsafe: nothing here must survive a crash
             "-drive", f"file={self.disk},if=virtio,format=qcow2,cache=unsafe,discard=unmap",
             "-netdev", f"user,id=n0,restrict={restrict},hostfwd=tcp:127.0.0.1:{port}-:22",

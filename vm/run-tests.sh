@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 suite=${1:-ci}; shift || true
 results=vm/results
 mkdir -p "$results"
-export WHARFIE_TEST_PROFILE=ci PYTHONDONTWRITEBYTECODE=1
+export WHARFIE_TEST_PROFILE=ci
 
 case "$suite" in
   ci)     paths=(tests/contract/kernel tests/privileged) ;;

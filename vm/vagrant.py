@@ -89,7 +89,8 @@ class VagrantMachine:
     def _ensure_box_added(self) -> None:
         assert self.box is not None
         marker = VAGRANT_HOME / "wharfie-box"
-        if marker.exists() and marker.read_text() == self.box.path.name:
+        build_id = (self.box.path / "build-id").read_text()
+        if marker.exists() and marker.read_text() == build_id:
             return
         info(f"vagrant box add {self.box.vagrant_box}")
         v = self._vagrant()
@@ -100,7 +101,7 @@ class VagrantMachine:
         for vol in re.findall(rf"^\s*({BOX_NAME}_vagrant_box_image\S*)", vols, re.M):
             subprocess.run(["virsh", "-c", "qemu:///system", "vol-delete", "--pool", POOL, vol],
                            capture_output=True)
-        marker.write_text(self.box.path.name)
+        marker.write_text(build_id)
 
     def ssh_config(self) -> Path:
         assert self.state is not None

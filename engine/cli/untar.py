@@ -113,7 +113,7 @@ def extract(stream: IO[bytes] | Any, dest: str, rename: Callable[[str], str] = l
         tarfile.TarError, OSError: a malformed archive or a filesystem error.
     """
     rootfd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY)
-    dir_times: list[tuple[list[str], float]] = []
+    dirs: list[tuple[list[str], int, float]] = []  # modes and times are set last, as tar does
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tf:
             for m in tf:
@@ -127,11 +127,16 @@ def extract(stream: IO[bytes] | Any, dest: str, rename: Callable[[str], str] = l
                 finally:
                     os.close(dirfd)
                 if m.isdir():
-                    dir_times.append((parts, m.mtime))
-        for parts, mtime in reversed(dir_times):  # after their contents were written
+                    dirs.append((parts, m.mode & 0o7777, m.mtime))
+        for parts, mode, mtime in reversed(dirs):  # after their contents were written
             dirfd = _open_dir(rootfd, parts[:-1], "/".join(parts), create=False)
             try:
-                os.utime(parts[-1], (mtime, mtime), dir_fd=dirfd, follow_symlinks=False)
+                sub = os.open(parts[-1], _DIR_FLAGS, dir_fd=dirfd)  # a real dir, not a symlink
+                try:
+                    os.fchmod(sub, mode)
+                    os.utime(sub, (mtime, mtime))
+                finally:
+                    os.close(sub)
             except OSError:
                 pass
             finally:
@@ -149,7 +154,6 @@ def _place(tf: tarfile.TarFile, m: tarfile.TarInfo, dirfd: int, leaf: str, rootf
             os.mkdir(leaf, 0o700, dir_fd=dirfd)
         except FileExistsError:
             pass
-        os.chmod(leaf, mode, dir_fd=dirfd, follow_symlinks=True)  # a real dir: checked above
     elif m.isreg():
         fd = os.open(leaf, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dirfd)
         with os.fdopen(fd, "wb") as out:

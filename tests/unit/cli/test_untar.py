@@ -23,7 +23,7 @@ def tar_of(*entries: tuple[str, str, bytes | str]) -> io.BytesIO:
                 tf.addfile(ti, io.BytesIO(data))
                 continue
             if kind == "dir":
-                ti.type = tarfile.DIRTYPE
+                ti.type, ti.mode = tarfile.DIRTYPE, 0o755
             elif kind == "sym":
                 ti.type, ti.linkname = tarfile.SYMTYPE, str(data)
             elif kind == "link":
