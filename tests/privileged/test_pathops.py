@@ -30,10 +30,30 @@ def kernel(tmp_path: pathlib.Path) -> Iterator[Any]:
     from backends.linux import LinuxKernel
 
     k = LinuxKernel(root=str(tmp_path / "kernel-root"))
-    yield k
-    leaks = k.leaks()
-    asyncio.run(k.close())
+    try:
+        yield k
+        leaks = k.leaks()
+    finally:
+        asyncio.run(k.close())
+        _scrub(k, tmp_path)
     assert leaks == {}
+
+
+def _scrub(k: Any, tmp_path: pathlib.Path) -> None:
+    """After a failure: unmount and delete the deep trees here, iteratively (pytest's own
+    recursive rmtree of old temp dirs would die on them with RecursionError)."""
+    from backends.linux import overlay
+    from backends.linux.layer_root import rmtree_at
+
+    for point in overlay.mount_points():
+        if point.startswith(str(tmp_path) + "/"):
+            overlay.unmount_quietly(point)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in os.listdir(fd):
+            rmtree_at(fd, name, ignore_errors=True)
+    finally:
+        os.close(fd)
 
 
 def deep_tree(top: pathlib.Path) -> str:

@@ -34,7 +34,9 @@ class EngineHarness:
         self.engines: list[Engine] = []
 
     async def new(self, **kw: Any) -> Engine:
-        eng = make_engine(self.backend, self.root, self.exec_root, kernel=self.kernel, seed=len(self.engines) + 7,
+        eng = make_engine(self.backend, self.root, self.exec_root, kernel=self.kernel,
+                          # seeded ids on the sim; random on a real host, whose cgroups are shared
+                          seed=len(self.engines) + 7 if self.backend == "sim" else None,
                           **kw)
         self.kernel = eng.kernel
         await eng.start()
