@@ -328,7 +328,9 @@ class LinuxCgroups:
             parts = path.split("/")
             for i in range(len(parts) - 1, 0, -1):  # intermediate dirs we made, if now empty
                 parent = "/".join(parts[:i])
-                if parent not in self._cg_auto:
+                # also "wharfie*" parents made by an earlier daemon (live-restore) or another
+                # kernel sharing them: rmdir only succeeds once the last child is gone
+                if parent not in self._cg_auto and not parts[i - 1].startswith("wharfie"):
                     break
                 try:
                     self._cg.rmdir(parent)

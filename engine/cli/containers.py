@@ -88,10 +88,8 @@ def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_
     with term.raw_terminal(tty and stdin), term.follow_resize(lambda r, w: c.resize(cid, r, w), tty), \
             term.proxy_signals(lambda s: c.kill(cid, s), sig_proxy and not tty):
         term.pump(hj, stdin, tty)
-    state = _state(app, cid)
-    if state is not None and state.get("Running"):
-        waiter.close()  # detached with the detach keys: the container keeps running
-        return
+    if stdin and _detached(app, cid, waiter):
+        return  # detached with the detach keys: the container keeps running
     result = waiter.json() or {}
     code = int(result.get("StatusCode", 0))
     if code:
@@ -342,3 +340,24 @@ def prune(app: App, force: bool, filters: tuple[str, ...]) -> None:
     if deleted:
         click.echo("Deleted Containers:\n" + "\n".join(deleted) + "\n")
     click.echo(f"Total reclaimed space: {size(result.get('SpaceReclaimed', 0))}")
+
+
+def _detached(app: App, cid: str, waiter: Any) -> bool:
+    """After the attach stream ended: did the user detach (the container still runs), or did
+    the container exit (the daemon may take a moment to record it — give it one second)?"""
+    import socket
+
+    state = _state(app, cid)
+    if state is None or not state.get("Running"):
+        return False
+    sock = getattr(getattr(waiter, "conn", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(1.0)
+        try:
+            waiter.raw.peek(1) if hasattr(waiter.raw, "peek") else None
+            sock.settimeout(None)
+            return False  # the wait answered: it exited
+        except (socket.timeout, TimeoutError):
+            pass
+    waiter.close()
+    return True
