@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def vm_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--backend", choices=["qemu", "vagrant"], default=os.environ.get("VM_BACKEND", "qemu"))
+        sp.add_argument("--backend", choices=["qemu", "vagrant"],
+                        default=os.environ.get("VM_BACKEND", "qemu"))
         sp.add_argument("--cgroup", choices=["v2", "v1"], default=os.environ.get("CGROUP", "v2"))
 
     t = sub.add_parser("test", help="boot, install, run a suite, check the host, destroy")

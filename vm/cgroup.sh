@@ -10,5 +10,5 @@ case "$want" in v1) flag=0 ;; v2) flag=1 ;; *) echo "cgroup.sh: v1 or v2" >&2; e
 cmdline=$(sed -E 's/ ?systemd\.unified_cgroup_hierarchy=[01]//g; s/ ?BOOT_IMAGE=[^ ]*//' /proc/cmdline)
 kexec -l "/boot/vmlinuz-$(uname -r)" --initrd="/boot/initrd.img-$(uname -r)" \
   --append="$cmdline systemd.unified_cgroup_hierarchy=$flag"
-systemd-run --on-active=1 --timer-property=AccuracySec=100ms systemctl kexec >/dev/null
+systemd-run --on-active=1 --timer-property=AccuracySec=100ms systemctl kexec >/dev/null 2>&1
 echo "cgroup.sh: rebooting into cgroup $want"

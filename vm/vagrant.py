@@ -80,7 +80,8 @@ class VagrantMachine:
         try:
             self._vagrant().up(provider="libvirt", no_provision=True)
         except subprocess.CalledProcessError as e:
-            raise BootError(f"vagrant up failed (exit {e.returncode})\n" + console_tail(self.console())) from None
+            raise BootError(f"vagrant up failed (exit {e.returncode})\n"
+                            + console_tail(self.console())) from None
         text = self._vagrant().ssh_config()
         text = re.sub(r"^Host \S+", f"Host {HOST_ALIAS}", text, flags=re.M)
         Path(self.state.ssh_config).write_text(text)

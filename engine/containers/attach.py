@@ -43,13 +43,14 @@ class Attachment:
     """
 
     def __init__(self, kernel: Kernel, log_path: str, find_pid: Callable[[], int | str | None],
-                 stdout: bool, stderr: bool, stdin_once: bool, replay: bool) -> None:
+                 stdout: bool, stderr: bool, stdin_once: bool, replay: bool, tty: bool = False) -> None:
         self.kernel = kernel
         self.log_path = log_path
         self.find_pid = find_pid
         self.fds = {fd for fd, on in ((1, stdout), (2, stderr)) if on}
         self.stdin_once = stdin_once
         self.replay = replay
+        self.tty = tty
         self.stdio: Stdio | None = None
         self.ready = asyncio.Event()  # set when stdin may be written (or never will be)
         self.on_close: Callable[[], None] | None = None
@@ -74,7 +75,14 @@ class Attachment:
     def _drain_log(self) -> list[tuple[int, bytes]]:
         if self._log is None:
             return []
-        data = self._partial + self._log.read()
+        chunk = self._log.read()
+        if not chunk:
+            with contextlib.suppress(OSError):  # rotated: go on in the new live file
+                if os.stat(self.log_path).st_ino != os.fstat(self._log.fileno()).st_ino:
+                    self._log.close()
+                    self._log = open(self.log_path, "rb")  # noqa: SIM115 - closed in close()
+                    chunk = self._log.read()
+        data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()
         out = []
@@ -108,14 +116,48 @@ class Attachment:
                 yield item
             if self.stdio is None:
                 return
-            while not self._closed:
-                chunk = await self.stdio.read()
-                if chunk is None:
-                    return
-                if chunk[0] in self.fds:
-                    yield chunk
+            if self.tty:
+                # a terminal session: live bytes at once (a prompt has no newline, and the log
+                # holds partial lines back until one comes)
+                while not self._closed:
+                    chunk = await self.stdio.read()
+                    if chunk is None:
+                        return
+                    if chunk[0] in self.fds:
+                        yield chunk
+                return
+            # Otherwise the output comes from the log only: opening the live stdio takes a round
+            # trip to the monitor, during which output reaches both the log and the live stream,
+            # so taking both would deliver it twice. The stdio tells when the process ended.
+            async for item in self._follow_log():
+                yield item
         finally:
             self.close()
+
+    async def _follow_log(self) -> AsyncIterator[tuple[int, bytes]]:
+        assert self.stdio is not None
+        stdio = self.stdio
+        ended = asyncio.Event()
+
+        async def watch() -> None:
+            with contextlib.suppress(Exception):
+                while await stdio.read() is not None:
+                    pass
+            ended.set()
+
+        task = asyncio.get_running_loop().create_task(watch())
+        try:
+            while not self._closed:
+                for item in self._drain_log():
+                    yield item
+                if ended.is_set():
+                    for item in self._drain_log():  # the last lines, flushed at the exit
+                        yield item
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ended.wait(), POLL)
+        finally:
+            task.cancel()
 
     def _replay(self) -> list[tuple[int, bytes]]:
         out = []
@@ -177,7 +219,7 @@ def attach(svc: ContainerService, ref: str, stdout: bool = True, stderr: bool = 
             return "gone"  # it ran and ended between two polls
         return None
 
-    att = Attachment(svc.kernel, c.log_path, find_pid, stdout, stderr, stdin_once, logs)
+    att = Attachment(svc.kernel, c.log_path, find_pid, stdout, stderr, stdin_once, logs, tty=c.spec.tty)
     if model.is_alive(c.state.status):
         att.open_log()
     else:
@@ -198,7 +240,7 @@ def exec_attach(svc: ContainerService, exec_id: str) -> Attachment:
     def find_pid() -> int | str | None:
         return rec.pid if rec.running and rec.pid else "gone"
 
-    att = Attachment(svc.kernel, rec.log_path, find_pid, True, True, True, False)
+    att = Attachment(svc.kernel, rec.log_path, find_pid, True, True, True, False, tty=rec.tty)
     att._offset = 0
     att.open_log()
     return att
