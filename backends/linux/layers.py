@@ -241,6 +241,9 @@ def _mkdir(x: LayerRoot, dfd: int, name: str, parts: list[str], m: tarfile.TarIn
 
 
 def _file(x: LayerRoot, tf: tarfile.TarFile, dfd: int, name: str, m: tarfile.TarInfo) -> None:
+    # the file's data is content, not header: move the header-cap mark past it (a file bigger
+    # than HEADER_CAP must not look like a header bomb)
+    x.mark = m.offset_data + m.size
     flags = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC
     try:
         fd = os.open(name, flags, 0o600, dir_fd=dfd)

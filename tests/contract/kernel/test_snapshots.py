@@ -471,3 +471,24 @@ async def test_remove(kernel: Any, tidy: Tidy) -> None:
     with pytest.raises(FileNotFoundError):
         await kernel.stat("base")
     assert await kernel.list() == []
+
+
+async def test_a_big_file_is_content_not_a_header_bomb(kernel: Any, tidy: Tidy) -> None:
+    """A layer holding one file larger than the header cap (16 MiB) unpacks fine."""
+    import hashlib
+    import tarfile
+    import tempfile
+
+    size = 20 << 20
+    with tempfile.TemporaryFile() as fh:
+        with tarfile.open(fileobj=fh, mode="w") as tf:
+            ti = tarfile.TarInfo("big.bin")
+            ti.size = size
+            tf.addfile(ti, io.BytesIO(bytes(range(256)) * (size // 256)))
+        fh.seek(0)
+        info = await kernel.apply_layer("big", None, fh)
+    assert info.size >= size
+    await kernel.prepare("big-rw", "big")
+    t = await tidy.mount("big-rw")
+    data = await kernel.read_file(t, "/big.bin", limit=size)
+    assert hashlib.sha256(data).digest() == hashlib.sha256(bytes(range(256)) * (size // 256)).digest()
