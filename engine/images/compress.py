@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from engine.errors import InvalidArgument, NotImplemented_
-from engine.images.archive import Compression, detect
+from engine.images.archive import Compression, _Prefixed, detect
 
 _zstd: Any
 try:  # optional at run time (listed in pyproject's dependencies)
@@ -156,21 +156,3 @@ def open_sniffed(raw: BinaryIO, what: str, limits: BombLimits | None = None) -> 
             break
         head += chunk
     return Decompressed(_Prefixed(head, raw), detect(head), what, limits)
-
-
-class _Prefixed:
-    def __init__(self, head: bytes, inner: Readable) -> None:
-        self._head = head
-        self._inner = inner
-
-    def read(self, n: int = -1) -> bytes:
-        if self._head:
-            if n is None or n < 0:
-                data, self._head = self._head + self._inner.read(), b""
-                return data
-            data, self._head = self._head[:n], self._head[n:]
-            return data
-        return self._inner.read(n)
-
-    def readable(self) -> bool:
-        return True
