@@ -48,9 +48,9 @@ class _Prefixed:
         self._head = head
         self._inner = inner
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         if self._head:
-            if n < 0:
+            if n is None or n < 0:
                 data, self._head = self._head + self._inner.read(), b""
                 return data
             data, self._head = self._head[:n], self._head[n:]
