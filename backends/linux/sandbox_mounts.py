@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import tempfile
 import posixpath
 import stat
 from collections.abc import Iterator
@@ -308,6 +309,36 @@ def mount_etc_files(root: Root, files: tuple[tuple[str, bytes], ...] | list[tupl
     """
     if not files:
         return
+    try:
+        _etc_files_detached(root, files)
+    except OSError as e:
+        # Kernels before ~6.5 refuse open_tree(OPEN_TREE_CLONE) of a file in a detached
+        # (fsmount) tree with EINVAL: use a tmpfs mounted for a moment in this (private) mount
+        # namespace instead, bind the files from it, and detach it again.
+        if e.errno not in (errno.EINVAL, errno.ENOSYS, errno.EPERM):
+            raise
+        _etc_files_classic(root, files)
+
+
+def _etc_files_classic(root: Root, files: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]) -> None:
+    tmp = tempfile.mkdtemp(prefix="wharfie-etc-")
+    try:
+        _mount("tmpfs", "tmpfs", tmp, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC, "mode=0755",
+               shown="/etc files")
+        try:
+            for i, (path, data) in enumerate(files):
+                src = os.path.join(tmp, f"f{i}")
+                with open(src, "wb") as fh:
+                    fh.write(data)
+                with root.target(path, "file") as t:
+                    _mount("bind", src, t, None, L.MS_BIND, shown=path)
+        finally:
+            L.umount2(tmp, L.MNT_DETACH)  # the binds keep the files alive
+    finally:
+        os.rmdir(tmp)
+
+
+def _etc_files_detached(root: Root, files: tuple[tuple[str, bytes], ...] | list[tuple[str, bytes]]) -> None:
     fsfd = L.fsopen("tmpfs")
     try:
         L.fsconfig(fsfd, L.FSCONFIG_SET_STRING, "mode", "0755")
