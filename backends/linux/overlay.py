@@ -6,8 +6,9 @@ Why two mount paths: the classic ``mount(2)`` data string is limited to one page
 options included), so a long chain of lower dirs does not fit. Snapshot dirs are short
 (``<root>/snapshots/<n>/fs``) which keeps ~100 layers under the limit; beyond it we use the new
 mount API, where each lower is its own ``fsconfig(FSCONFIG_SET_STRING, "lowerdir+", path)`` call
-(overlayfs accepts ``lowerdir+`` since Linux 6.8; this machine runs 6.18). Older kernels get the
-classic call only, which is all they can do (their limit is the page).
+(overlayfs accepts ``lowerdir+`` since Linux 6.8; this machine runs 6.18). Older kernels (the VM's
+6.1) refuse that; they get the classic call with paths relative to the snapshots directory, made
+from a forked child that chdirs there first (Docker's overlay2 trick), so ~500 layers fit the page.
 
 Options always pinned, whatever the kernel's defaults: ``redirect_dir=off`` and ``metacopy=off``
 (so an upper dir is a plain, self-contained diff: no redirect xattrs, no metadata-only copy-ups
@@ -43,7 +44,7 @@ def overlay_data(lowers: list[str], upper: str | None = None, work: str | None =
 
 
 def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work: str | None = None,
-                  readonly: bool = False, force_new_api: bool = False) -> None:
+                  readonly: bool = False, force_new_api: bool = False, force_relative: bool = False) -> None:
     """Mount an overlay at ``target``. Needs at least two lowers without an upper on kernels
     before 6.x, so callers pad a lone lower with an empty dir.
 
@@ -52,10 +53,50 @@ def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work
     if not lowers:
         raise OSError(errno.EINVAL, "overlay needs at least one lower dir", target)
     data = overlay_data(lowers, upper, work)
-    if not force_new_api and len(data.encode()) <= MAX_MOUNT_DATA:
-        libc.mount("overlay", target, "overlay", libc.MS_RDONLY if readonly else 0, data)
+    flags = libc.MS_RDONLY if readonly else 0
+    if not force_new_api and not force_relative and len(data.encode()) <= MAX_MOUNT_DATA:
+        libc.mount("overlay", target, "overlay", flags, data)
         return
-    _mount_overlay_fsconfig(target, lowers, upper, work, readonly)
+    if not force_relative:
+        try:
+            _mount_overlay_fsconfig(target, lowers, upper, work, readonly)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOSYS):  # "lowerdir+" is Linux >= 6.8
+                raise
+    _mount_overlay_relative(target, lowers, upper, work, flags)
+
+
+def _mount_overlay_relative(target: str, lowers: list[str], upper: str | None, work: str | None,
+                            flags: int) -> None:
+    """Older kernels: the classic call with paths relative to the lowers' common directory
+    (``12/fs`` instead of ``/var/lib/…/snapshots/12/fs``), as Docker's overlay2 does, made in a
+    forked child so the daemon's working directory (shared by its threads) never changes."""
+    paths = [p for p in (*lowers, upper, work) if p is not None]
+    base = os.path.commonpath(paths)
+    rel = [os.path.relpath(p, base) for p in paths]
+    data = overlay_data(rel[:len(lowers)], rel[len(lowers)] if upper is not None else None,
+                        rel[len(lowers) + 1] if upper is not None else None)
+    if len(data.encode()) > MAX_MOUNT_DATA:
+        raise OSError(errno.E2BIG, f"overlay of {len(lowers)} layers: options exceed one page", target)
+    abs_target = os.path.abspath(target)
+    pid = os.fork()
+    if pid == 0:  # the child: chdir + mount(2) + _exit, nothing else
+        code = 0
+        try:
+            os.chdir(base)
+            libc.mount("overlay", abs_target, "overlay", flags, data)
+        except OSError as e:
+            code = e.errno or 1
+        except BaseException:
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        err = code if code > 0 else errno.EIO
+        raise OSError(err, f"mount overlay ({len(lowers)} layers, relative paths): {os.strerror(err)}",
+                      target)
 
 
 def _mount_overlay_fsconfig(target: str, lowers: list[str], upper: str | None, work: str | None,

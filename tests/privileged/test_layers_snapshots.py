@@ -195,3 +195,28 @@ def test_failed_apply_leaves_no_lower_mount(snaps: SnapKernel) -> None:
         run(snaps.apply_layer("evil", "base", io.BytesIO(data)))
     assert [i.key for i in run(snaps.list())] == ["base"]
     run(snaps.remove("base"))
+
+
+def test_relative_path_fallback_for_kernels_without_lowerdir_plus(tmp_path: pathlib.Path) -> None:
+    """Older kernels (6.1) have no ``lowerdir+``: a long chain mounts with relative paths."""
+    base = tmp_path / "snapshots"
+    lowers = []
+    for i in range(150):  # absolute paths here would overflow one page
+        d = base / str(i) / "fs"
+        d.mkdir(parents=True)
+        (d / f"f{i}").write_bytes(str(i).encode())
+        lowers.append(str(d))
+    lowers.reverse()  # top first
+    assert len(overlay.overlay_data(lowers).encode()) > overlay.MAX_MOUNT_DATA or len(str(base)) > 20
+    up, work, mnt = base / "rw" / "fs", base / "rw" / "work", tmp_path / "mnt"
+    for d in (up, work, mnt):
+        d.mkdir(parents=True)
+    cwd = os.getcwd()
+    overlay.mount_overlay(str(mnt), lowers, str(up), str(work), force_relative=True)
+    try:
+        assert os.getcwd() == cwd  # the daemon's cwd never moved
+        assert (mnt / "f0").read_bytes() == b"0" and (mnt / "f149").read_bytes() == b"149"
+        (mnt / "new").write_bytes(b"n")
+        assert (up / "new").read_bytes() == b"n"
+    finally:
+        overlay.unmount(str(mnt))
