@@ -57,6 +57,25 @@ def clean(name: str, entry: str, what: str = "entry") -> list[str]:
 
 
 
+def check_entry_limits(x: "LayerRoot", m: tarfile.TarInfo, what: str = "layer") -> None:
+    """Count ``m`` against ``x.limits`` (entries, header bytes, path length) before it is created.
+
+    Raises ``OSError(EFBIG)`` past the entry or byte caps, ``OSError(EINVAL)`` for a path longer
+    than ``max_path``; ``what`` ("layer" or "archive") names the input in the message.
+    """
+    lim = x.limits
+    x.entries += 1
+    if x.entries > lim.max_entries:
+        raise OSError(errno.EFBIG, f"{what} has more than {lim.max_entries} entries", m.name)
+    x.total += max(0, m.offset_data - m.offset - x.per_entry)  # oversized headers count as bytes
+    if x.total > lim.max_bytes:
+        raise OSError(errno.EFBIG, f"{what} headers exceed {lim.max_bytes} bytes at {m.name!r}", m.name)
+    for text in (m.name, m.linkname):
+        if len(text.encode("utf-8", "surrogateescape")) > lim.max_path:
+            raise OSError(errno.EINVAL, f"invalid {what} entry {m.name!r}: path longer than "
+                          f"{lim.max_path} bytes", m.name)
+
+
 class LayerRoot:
     """The layer being unpacked: its root fd, counters for the limits, a small LRU of parent
     dir fds (consecutive entries mostly share a dir), deferred dir mtimes, and ``lower()``:

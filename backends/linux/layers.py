@@ -36,6 +36,7 @@ from typing import IO
 
 from backends.linux import libc
 from backends.linux.layer_root import (
+    check_entry_limits,
     BUFSIZE,
     DIR,
     HEADER_CAP,
@@ -143,16 +144,7 @@ def _xattrs(m: tarfile.TarInfo) -> list[tuple[str, bytes]]:
 
 def apply_member(x: LayerRoot, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
     """Create one tar entry inside the layer (see the module docstring for the rules)."""
-    lim = x.limits
-    x.entries += 1
-    if x.entries > lim.max_entries:
-        raise OSError(errno.EFBIG, f"layer has more than {lim.max_entries} entries", m.name)
-    x.total += max(0, m.offset_data - m.offset - x.per_entry)  # oversized headers count as bytes
-    if x.total > lim.max_bytes:
-        raise OSError(errno.EFBIG, f"layer headers exceed {lim.max_bytes} bytes at {m.name!r}", m.name)
-    for text in (m.name, m.linkname):
-        if len(text.encode("utf-8", "surrogateescape")) > lim.max_path:
-            raise bad(m.name, f"path longer than {lim.max_path} bytes")
+    check_entry_limits(x, m, "layer")
     parts = clean(m.name, m.name)
     try:
         _apply(x, tf, m, parts)

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from backends.linux import libc, overlay, pathops_extract
+from backends.linux.diff import _Exactly
 from backends.linux.layer_root import BUFSIZE, RESOLVE
 from engine.kernel import LayerLimits
 from engine.kernel_fs import PathStat
@@ -164,22 +165,6 @@ class LinuxPathOps:
                 pathops_extract.extract(rootfd, dest, tar, no_overwrite, limits)
             finally:
                 os.close(dest)
-
-
-class _Exactly:
-    """Reads ``size`` bytes of ``fd``: a file shrinking meanwhile is padded with zeros (the
-    header already promised ``size``), a growing one cut."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.fd, self.left = fd, size
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n < 0 else min(n, self.left)
-        data = os.read(self.fd, n) if n else b""
-        if len(data) < n:
-            data += bytes(n - len(data))
-        self.left -= len(data)
-        return data
 
 
 class _Writer:

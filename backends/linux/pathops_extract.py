@@ -28,7 +28,7 @@ import stat
 import tarfile
 from typing import IO
 
-from backends.linux.layer_root import LayerRoot, clean
+from backends.linux.layer_root import LayerRoot, check_entry_limits, clean
 from backends.linux.layers import _create, _file, _fix_dir_times, _mkdir, _Source
 from engine.kernel import LayerLimits
 
@@ -60,16 +60,7 @@ def extract(rootfd: int, destfd: int, tar: IO[bytes], no_overwrite: bool, limits
 
 def _member(x: LayerRoot, tf: tarfile.TarFile, m: tarfile.TarInfo, dest: list[str],
             no_overwrite: bool) -> None:
-    lim = x.limits
-    x.entries += 1
-    if x.entries > lim.max_entries:
-        raise OSError(errno.EFBIG, f"archive has more than {lim.max_entries} entries", m.name)
-    x.total += max(0, m.offset_data - m.offset - x.per_entry)  # oversized headers count as bytes
-    if x.total > lim.max_bytes:
-        raise OSError(errno.EFBIG, f"archive headers exceed {lim.max_bytes} bytes at {m.name!r}", m.name)
-    for text in (m.name, m.linkname):
-        if len(text.encode("utf-8", "surrogateescape")) > lim.max_path:
-            raise _bad(m.name, f"path longer than {lim.max_path} bytes")
+    check_entry_limits(x, m, "archive")
     rel = _clean(m.name, m.name, "entry")
     if not rel:
         return  # the destination itself (``./`` of an archived ``dir/.``): left as it is
