@@ -2,7 +2,12 @@
 container that wrote 50 MB — wharfie (engine in-process, sim backend by default) side by side
 with a dockerd when ``--docker-host`` is given.
 
-    python -m bench.images [--backend sim|linux] [--docker-host unix:///run/docker.sock]
+    python -m bench.images [--backend sim|linux] [--runs 3] [--docker-host unix:///run/docker.sock]
+
+``load`` is timed ``--runs`` times, interleaved with dockerd's (a fresh wharfie state each time;
+the disk is synced and given a moment before each timed run); medians and spreads are printed.
+wharfie's load unpacks the layer into its snapshot as dockerd's does (a container created
+right after must find it there: its creation is inside the timed span).
 
 Goals (issue 5): load <= 0.7x docker's time, commit <= 1x docker's.
 """
@@ -15,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import statistics
 import subprocess
 import tarfile
 import tempfile
@@ -53,6 +59,40 @@ def make_archive(d: str, files: int = 7000, size: int = 30_000) -> str:
             tf.addfile(ti, io.BytesIO(data))
     os.unlink(layer)
     return path
+
+
+def settle() -> None:
+    """Let the previous run's writeback and discards finish before the next timed run."""
+    os.sync()
+    time.sleep(2)
+
+
+async def wharfie_load(backend: str, archive: str, d: str) -> float:
+    """One load (incl. unpack) into a fresh engine; its state is removed afterwards."""
+    eng = make_engine(backend, os.path.join(d, "lstate"), os.path.join(d, "lrun"))
+    await eng.start()
+    try:
+        settle()
+        t = time.perf_counter()
+        with open(archive, "rb") as fh:
+            await eng.image_load_async(fh)
+        probe = await eng.container_create(ContainerSpec(image="bench/big:1", cmd=("true",)))
+        took = time.perf_counter() - t
+        await eng.container_remove(probe.id)
+    finally:
+        await eng.close()
+        subprocess.run(["rm", "-rf", os.path.join(d, "lstate"), os.path.join(d, "lrun")], check=False)
+    return took
+
+
+def docker_load(host: str, archive: str) -> float:
+    subprocess.run(["docker", "-H", host, "rmi", "-f", "bench/big:1"], capture_output=True)
+    settle()
+    t = time.perf_counter()
+    subprocess.run(["docker", "-H", host, "load", "-i", archive], check=True, capture_output=True)
+    took = time.perf_counter() - t
+    subprocess.run(["docker", "-H", host, "rmi", "-f", "bench/big:1"], capture_output=True)
+    return took
 
 
 async def wharfie(backend: str, archive: str, d: str) -> tuple[float, float]:
@@ -109,25 +149,41 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--backend", default="linux" if os.geteuid() == 0 else "sim")
     ap.add_argument("--docker-host", default=None)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR", "/var/tmp")) as d:
         archive = make_archive(d)
         print(f"archive: {os.path.getsize(archive) >> 20} MiB")
-        wl, wc = asyncio.run(wharfie(args.backend, archive, d))
-        print(f"wharfie ({args.backend}): load {wl:.2f}s  commit(50 MB) {wc:.2f}s")
         host = args.docker_host
         if host is None and os.geteuid() == 0:
             from bench.peers import dockerd
 
             with dockerd(d) as sock:
-                report(wl, wc, *docker(f"unix://{sock}", archive))
-        elif host:
-            report(wl, wc, *docker(host, archive))
+                measure(args.backend, archive, d, f"unix://{sock}", args.runs)
+        else:
+            measure(args.backend, archive, d, host, args.runs)
 
 
-def report(wl: float, wc: float, dl: float, dc: float) -> None:
-    print(f"dockerd (overlay2): load {dl:.2f}s  commit {dc:.2f}s")
-    print(f"ratios: load {wl / dl:.2f}x (goal <= 0.7)  commit {wc / dc:.2f}x (goal <= 1)")
+def _spread(xs: list[float]) -> str:
+    return "[" + " ".join(f"{x:.2f}" for x in sorted(xs)) + "]"
+
+
+def measure(backend: str, archive: str, d: str, host: str | None, runs: int) -> None:
+    wl: list[float] = []
+    dl: list[float] = []
+    for _ in range(runs):  # interleaved: wharfie, dockerd, wharfie, …
+        wl.append(asyncio.run(wharfie_load(backend, archive, d)))
+        if host:
+            dl.append(docker_load(host, archive))
+    _, wc = asyncio.run(wharfie(backend, archive, d))
+    print(f"wharfie ({backend}): load median {statistics.median(wl):.2f}s {_spread(wl)}  "
+          f"commit(50 MB) {wc:.2f}s")
+    if host:
+        _, dc = docker(host, archive)
+        print(f"dockerd (overlay2): load median {statistics.median(dl):.2f}s {_spread(dl)}  "
+              f"commit {dc:.2f}s")
+        print(f"ratios: load {statistics.median(wl) / statistics.median(dl):.2f}x (goal <= 0.7)  "
+              f"commit {wc / dc:.2f}x (goal <= 1)")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,10 @@ class Engine:
         if not self._started:
             self._started = True
             self.image_store.gc()
+            for snap in await self.kernel.list():  # staged layers of a load/pull a crash cut
+                if snap.key.startswith("staging-"):
+                    with contextlib.suppress(OSError):
+                        await self.kernel.remove(snap.key)
             await self.containers.restore()
 
     async def close(self) -> None:
@@ -170,21 +174,24 @@ class Engine:
         return self.image_store.prune(dangling_only=not all, in_use=self.containers.uses_image)
 
     async def forget_image_snapshots(self) -> None:
-        """Remove committed snapshots no image refers to any more (after rmi)."""
-        wanted: set[str] = set()
-        for img in self.image_store.list(all=True):
-            wanted.update(chain for chain, _d, _b in self.image_store.layer_chain(img.id))
-        snaps = await self.kernel.list()
-        parents = {s.parent for s in snaps if s.parent}
-        changed = True
-        while changed:
-            changed = False
-            for s in await self.kernel.list():
-                if s.kind == "committed" and s.key not in wanted and s.key not in parents:
-                    with contextlib.suppress(OSError):
-                        await self.kernel.remove(s.key)
-                        changed = True
-            parents = {s.parent for s in await self.kernel.list() if s.parent}
+        """Remove committed snapshots no image refers to any more (after rmi); not the
+        staging snapshots of a load or pull in flight (engine.images.unpack)."""
+        async with self.containers._snapshot_lock:
+            wanted: set[str] = set()
+            for img in self.image_store.list(all=True):
+                wanted.update(chain for chain, _d, _b in self.image_store.layer_chain(img.id))
+            snaps = await self.kernel.list()
+            parents = {s.parent for s in snaps if s.parent}
+            changed = True
+            while changed:
+                changed = False
+                for s in await self.kernel.list():
+                    if s.kind == "committed" and s.key not in wanted and s.key not in parents \
+                            and not s.key.startswith("staging-"):
+                        with contextlib.suppress(OSError):
+                            await self.kernel.remove(s.key)
+                            changed = True
+                parents = {s.parent for s in await self.kernel.list() if s.parent}
 
     # -- containers -------------------------------------------------------------------------
 
@@ -363,8 +370,17 @@ class Engine:
         from engine.images import load as _load
 
         result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
-            _load.load, self.image_store, stream, progress, limits))
+            _load.load, self.image_store, stream, progress, limits, self._unpacker()))
         return self._loaded(result)
+
+    def _unpacker(self) -> Any:
+        """Unpacks layers into snapshots while ``load``/``pull`` run (engine.images.unpack)."""
+        import asyncio
+
+        from engine.images.unpack import Unpacker
+
+        return Unpacker(self.kernel, asyncio.get_running_loop(), self.containers._snapshot_lock,
+                        self.image_store.blobs.open)
 
     def _loaded(self, result: list[tuple[str, list[str], list[tuple[str, str | None]]]]) -> list[str]:
         out: list[str] = []
@@ -501,7 +517,7 @@ class Engine:
 
         result = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
             _pull.pull, self.image_store, self._transfers(), self.registry_options, reference, platform,
-            auth, progress, cancel))
+            auth, progress, cancel, self._unpacker()))
         self.events.emit("image", "pull", result.image_id, {"name": result.reference})
         return str(result.image_id)
 

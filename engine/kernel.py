@@ -355,11 +355,32 @@ class Snapshots(Protocol):
         A truncated stream, a corrupt header, a missing end-of-archive marker or an empty stream
         is malformed.
 
+        ``tar`` is only ever ``read()`` (forward, from the calling or a worker thread): a pipe
+        fed by another thread while the layer arrives is fine.
+
         Raises ``FileExistsError`` if ``key`` exists, ``FileNotFoundError`` if ``parent`` does
         not, ``OSError(EINVAL)`` if ``parent`` is active, or for a malformed or hostile entry
         (message and ``filename`` name the entry), ``OSError(EFBIG)`` when a limit is exceeded
         (total bytes, entries, or a huge PAX/long-name header), ``OSError(ENOSPC)`` when the disk
         is full. On any failure nothing of ``key`` remains.
+        """
+
+    async def bind_layer(self, staged: str, key: str, parent: str | None) -> SnapshotInfo:
+        """Turn the parentless committed snapshot ``staged`` into the committed ``key`` over
+        ``parent`` — the result is exactly what ``apply_layer(key, parent, tar)`` would have
+        made from the tar that ``apply_layer(staged, None, tar)`` unpacked.
+
+        This lets a layer be unpacked *while it arrives*, before anyone knows which layer it
+        is: directories the tar implies without an entry of their own (``a/b/f`` with no ``a/``
+        entry) take the owner, mode and mtime of the same directory in ``parent``'s chain, as
+        ``apply_layer`` with that parent gives them. (A hardlink to a file of a parent layer
+        cannot be staged: ``apply_layer(staged, None, …)`` refuses it with ``OSError(EINVAL)``;
+        apply such a layer with its real parent.) ``staged`` no longer exists afterwards.
+
+        Raises ``FileNotFoundError`` if ``staged`` or ``parent`` does not exist,
+        ``FileExistsError`` if ``key`` does, ``OSError(EINVAL)`` if ``staged`` is active or has
+        a parent, or ``parent`` is active, ``OSError(EBUSY)`` if ``staged`` is mounted or is
+        the parent of a snapshot. On failure nothing changes.
         """
 
     async def prepare(self, key: str, parent: str | None) -> None:

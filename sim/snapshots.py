@@ -8,6 +8,7 @@ uses as its root.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import posixpath
 from collections.abc import Callable
@@ -18,8 +19,8 @@ from engine.kernel import LayerLimits, SnapshotInfo, SnapshotKind
 from engine.kernel_fs import PathStat
 from sim import tarcopy
 from sim.fs import FsView
-from sim.fsnodes import Tree, oserror
-from sim.tario import apply_tar, diff_tar
+from sim.fsnodes import Dir, Tree, oserror
+from sim.tario import adopt_parent_dirs, apply_tar, diff_tar
 
 if TYPE_CHECKING:
     from sim.world import World
@@ -32,6 +33,7 @@ class Snapshot:
     parent: str | None
     tree: Tree
     size: int = 0  # fixed for committed snapshots; active ones report their tree's du()
+    implicit: dict[str, Dir] | None = None  # parentless layers: dirs for bind_layer to adopt
 
 
 @dataclass
@@ -101,11 +103,39 @@ class SimSnapshots:
         self._committed_parent(parent)
         lower = FsView(self._chain(parent), None, readonly=True)
         tree = Tree()
-        # On failure the half-built tree is simply dropped: nothing of ``key`` remains.
-        size = apply_tar(tree, lower, tar, limits or LayerLimits(), faults=self.world.faults)
-        snap = Snapshot(key, SnapshotKind.COMMITTED, parent, tree, size)
+        implicit: dict[str, Dir] = {}
+        # On failure the half-built tree is simply dropped: nothing of ``key`` remains. On a
+        # worker thread, as Linux: ``tar`` may be a pipe filled by a thread that waits on this
+        # loop (the API feeds a load's body from the loop); the tree is private until attached
+        # and the parent chain is committed, i.e. read-only.
+        size = await asyncio.to_thread(apply_tar, tree, lower, tar, limits or LayerLimits(),
+                                       self.world.faults, implicit)
+        if key in self.world.snapshots:  # made meanwhile (the tar may be a slow pipe)
+            raise oserror(errno.EEXIST, key, f"snapshot {key} exists")
+        snap = Snapshot(key, SnapshotKind.COMMITTED, parent, tree, size,
+                        implicit if parent is None else None)
         self.world.snapshots[key] = snap
         return self._info(snap)
+
+    async def bind_layer(self, staged: str, key: str, parent: str | None) -> SnapshotInfo:
+        self.world.faults.check("bind_layer")
+        snap = self._snap(staged)
+        if snap.kind != SnapshotKind.COMMITTED or snap.parent is not None:
+            raise oserror(errno.EINVAL, staged, f"snapshot {staged} is not a parentless layer")
+        if key in self.world.snapshots:
+            raise oserror(errno.EEXIST, key, f"snapshot {key} exists")
+        self._committed_parent(parent)
+        if any(rec.key == staged for rec in self.world.mounts.values()):
+            raise oserror(errno.EBUSY, staged, f"snapshot {staged} is mounted")
+        if any(s.parent == staged for s in self.world.snapshots.values()):
+            raise oserror(errno.EBUSY, staged, f"snapshot {staged} has children")
+        if parent is not None and snap.implicit:
+            adopt_parent_dirs(snap.tree, snap.implicit,
+                              FsView(self._chain(parent), None, readonly=True))
+        del self.world.snapshots[staged]
+        bound = Snapshot(key, SnapshotKind.COMMITTED, parent, snap.tree, snap.size)
+        self.world.snapshots[key] = bound
+        return self._info(bound)
 
     async def prepare(self, key: str, parent: str | None) -> None:
         self.world.faults.check("prepare")

@@ -90,6 +90,9 @@ class _Unpacker:
         self.total = 0
         self.entries = 0
         self.current = "<layer>"  # the entry being read, for error messages
+        # dirs made only because entries lie below them, without lower metadata (no parent):
+        # path → node, for ``bind_layer`` (``adopt_parent_dirs``)
+        self.implicit: dict[str, Dir] = {}
 
     def bad(self, name: str, why: str) -> OSError:
         return oserror(errno.EINVAL, name, f"invalid layer entry {name!r}: {why}")
@@ -140,6 +143,8 @@ class _Unpacker:
             st = self.parent_view.stat(path, follow=False)
             if st.kind == "dir":
                 d.mode, d.uid, d.gid, d.mtime = st.mode, st.uid, st.gid, st.mtime
+                return d
+        self.implicit[path] = d
         return d
 
     def lookup(self, parts: list[str], entry: str) -> Node | None:
@@ -229,16 +234,20 @@ class _Unpacker:
         old = parent.children.get(parts[-1])
         if isinstance(node, Dir) and isinstance(old, Dir):
             old.mode, old.uid, old.gid, old.mtime = node.mode, node.uid, node.gid, node.mtime
+            self.implicit.pop("/" + "/".join(parts), None)  # its own entry sets its metadata
             return
         attach(parent, parts[-1], node)
 
 
 def apply_tar(tree: Tree, parent_view: FsView | None, fileobj: IO[bytes], limits: LayerLimits,
-              faults: Faults | None = None) -> int:
+              faults: Faults | None = None, implicit: dict[str, Dir] | None = None) -> int:
     """Unpack the uncompressed tar stream ``fileobj`` into the (fresh) ``tree``.
 
     ``parent_view`` is the union of the layers below (for hardlinks to lower files and the
     metadata of implicit parent dirs). Calls ``faults.check("write", name)`` per regular file.
+
+    ``implicit``, if given, receives the dirs made only because entries lie below them that
+    ``parent_view`` did not have (path → node; see :func:`adopt_parent_dirs`).
 
     Returns the bytes of file content the layer holds. Raises ``OSError(EINVAL)`` for a hostile,
     malformed, truncated or corrupt entry/stream (``filename`` = the entry), ``OSError(EFBIG)``
@@ -257,7 +266,23 @@ def apply_tar(tree: Tree, parent_view: FsView | None, fileobj: IO[bytes], limits
     except (tarfile.TarError, EOFError, UnicodeError) as e:
         name = unpacker.current
         raise oserror(errno.EINVAL, name, f"corrupt/truncated layer at {name!r}: {e}") from None
+    if implicit is not None:
+        implicit.update(unpacker.implicit)
     return tree.du()
+
+
+def adopt_parent_dirs(tree: Tree, implicit: dict[str, Dir], parent_view: FsView) -> None:
+    """Give each implicit dir still in ``tree`` the metadata of the same dir in
+    ``parent_view``, as :func:`apply_tar` with that parent would have."""
+    for path, node in implicit.items():
+        here: Node | None = tree.root
+        for name in split_path(path):
+            here = here.children.get(name) if isinstance(here, Dir) else None
+        if here is not node or not parent_view.exists(path, follow=False):
+            continue  # replaced later in the layer, or the parent has nothing there
+        st = parent_view.stat(path, follow=False)
+        if st.kind == "dir":
+            node.mode, node.uid, node.gid, node.mtime = st.mode, st.uid, st.gid, st.mtime
 
 
 class _CountingWriter:

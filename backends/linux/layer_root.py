@@ -18,6 +18,7 @@ import tarfile
 from collections.abc import Callable
 
 from backends.linux import libc
+from backends.linux.fdstack import DirStack
 from engine.kernel import LayerLimits
 
 WH_PREFIX = ".wh."
@@ -90,6 +91,9 @@ class LayerRoot:
         self.current = "<layer>"
         self.cache: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.dir_times: dict[str, float] = {}
+        # dirs created only because an entry lies below them, with the lower layers' metadata
+        # missing (no parent): ``Snapshots.bind_layer`` gives them the parent's metadata later
+        self.implicit: set[str] = set()
         self.root_prefix = os.readlink(f"/proc/self/fd/{rootfd}").rstrip("/") + "/"
 
     # ---- directories ---------------------------------------------------------------------
@@ -170,6 +174,8 @@ class LayerRoot:
             os.chown(name, lst.st_uid, lst.st_gid, dir_fd=bfd, follow_symlinks=False)
             os.chmod(name, stat.S_IMODE(lst.st_mode), dir_fd=bfd)
             self.dir_times["/".join(canon)] = lst.st_mtime
+        else:
+            self.implicit.add("/".join(canon))
 
     # ---- the lower layers (parent chain) ------------------------------------------------
     def _lower_open(self, canon: list[str], flags: int) -> int | None:
@@ -245,6 +251,10 @@ class LayerRoot:
             return
         if stat.S_ISDIR(st.st_mode):
             _rmtree_at(dfd, name)
+            if self.implicit:  # implicit dirs at or below it are gone
+                path = "/".join([*self.canonical(dfd), name])
+                self.implicit = {p for p in self.implicit
+                                 if p != path and not p.startswith(path + "/")}
         else:
             os.unlink(name, dir_fd=dfd)
         if not stat.S_ISREG(st.st_mode):
@@ -265,10 +275,11 @@ def _rmtree_at(dfd: int, name: str) -> None:
 def rmtree_at(dfd: int, name: str, ignore_errors: bool = False) -> None:
     """Remove ``name`` of dir fd ``dfd`` and all below it, never following a symlink.
 
-    Iterative, through ``O_NOFOLLOW`` dir fds (one per level): a container can nest dirs far
-    deeper than Python's recursion limit, which ``shutil.rmtree`` (recursive) dies on with
-    ``RecursionError``. With ``ignore_errors`` an entry that cannot be removed is left and the
-    rest still goes (as ``shutil.rmtree(ignore_errors=True)``).
+    Iterative, through ``O_NOFOLLOW`` dir fds (``fdstack.DirStack``: a bounded number of them
+    open, not one per level): a container can nest dirs far deeper than Python's recursion limit,
+    which ``shutil.rmtree`` (recursive) dies on with ``RecursionError``. With ``ignore_errors``
+    an entry that cannot be removed is left and the rest still goes (as
+    ``shutil.rmtree(ignore_errors=True)``); a dir moved away while we walk (ESTALE) still raises.
     """
     try:
         st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -282,17 +293,20 @@ def rmtree_at(dfd: int, name: str, ignore_errors: bool = False) -> None:
         if ignore_errors:
             return
         raise
-    stack: list[tuple[int, str, int, collections.abc.Iterator[str]]] = []
-    try:
-        stack.append((dfd, name, fd, iter(os.listdir(fd))))
+    with DirStack[tuple[str, collections.abc.Iterator[str]]]() as stack:
+        try:
+            children = iter(os.listdir(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        stack.push(fd, (name, children))
         while stack:
-            pfd, pname, fd, names = stack[-1]
+            fd, (pname, names) = stack.top()
             sub = next(names, None)
             try:
                 if sub is None:
-                    stack.pop()
-                    os.close(fd)
-                    os.rmdir(pname, dir_fd=pfd)
+                    stack.pop()  # reopens the parent if the stack had closed it
+                    os.rmdir(pname, dir_fd=stack.top()[0] if stack else dfd)
                     continue
                 st = os.stat(sub, dir_fd=fd, follow_symlinks=False)
                 if stat.S_ISDIR(st.st_mode):
@@ -302,16 +316,13 @@ def rmtree_at(dfd: int, name: str, ignore_errors: bool = False) -> None:
                     except BaseException:
                         os.close(cfd)
                         raise
-                    stack.append((fd, sub, cfd, children))
+                    stack.push(cfd, (sub, children))
                 else:
                     os.unlink(sub, dir_fd=fd)
             except FileNotFoundError:
                 continue  # gone meanwhile
-            except OSError:
-                if not ignore_errors:
+            except OSError as e:
+                if not ignore_errors or e.errno == errno.ESTALE:  # ESTALE: cannot climb back
                     raise
-    finally:
-        for _, _, fd, _ in stack:
-            os.close(fd)
 
 

@@ -224,6 +224,7 @@ def _mkdir(x: LayerRoot, dfd: int, name: str, parts: list[str], m: tarfile.TarIn
             x.clear(dfd, name)
             os.mkdir(name, 0o700, dir_fd=dfd)
     fd = os.open(name, DIR | os.O_NOFOLLOW, dir_fd=dfd)
+    x.implicit.discard("/".join(parts))  # its own entry sets its metadata
     x._remember("/".join(parts), fd)  # the next entries most likely go inside it
     os.fchown(fd, m.uid, m.gid)
     os.fchmod(fd, m.mode & 0o7777)
@@ -296,12 +297,16 @@ def _hardlink(x: LayerRoot, m: tarfile.TarInfo, parts: list[str]) -> None:
         os.close(sfd)
 
 
-def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], int | None]) -> None:
+def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], int | None]) -> list[str]:
     """Unpack the uncompressed tar stream ``tar`` into the (empty) directory ``root``.
 
     ``lower()`` returns an fd of the read-only union of the parent layers (mounted on first
     call by the caller), or None without a parent. Raises as the module docstring says; on
     failure ``root`` holds garbage the caller must delete.
+
+    Returns:
+        The dirs (relative paths, sorted) created only because entries lie below them and
+        which the lower layers did not have (see :func:`adopt_parent_dirs`).
     """
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     x = LayerRoot(rootfd, limits, lower)
@@ -324,6 +329,40 @@ def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], 
         raise OSError(errno.EINVAL, f"corrupt/truncated layer at {x.current!r}: {e}", x.current) from None
     finally:
         x.forget()
+        os.close(rootfd)
+    return sorted(x.implicit)
+
+
+def adopt_parent_dirs(root: str, implicit: list[str], lower: int) -> None:
+    """Give each implicit dir of the layer at ``root`` the owner, mode and mtime of the same
+    dir in the parent union ``lower`` (an fd), as :func:`extract` with that parent would have;
+    paths that are no dir on either side are left alone. Confined as extraction is."""
+    rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for path in implicit:
+            try:
+                lfd = libc.openat2(lower, path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, resolve=RESOLVE)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue
+                raise
+            try:
+                lst = os.fstat(lfd)
+            finally:
+                os.close(lfd)
+            if not stat.S_ISDIR(lst.st_mode):
+                continue
+            try:
+                fd = libc.openat2(rootfd, path, DIR | os.O_NOFOLLOW, resolve=RESOLVE)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    continue
+                raise
+            try:
+                set_meta_fd(fd, lst.st_uid, lst.st_gid, stat.S_IMODE(lst.st_mode), lst.st_mtime)
+            finally:
+                os.close(fd)
+    finally:
         os.close(rootfd)
 
 

@@ -44,13 +44,17 @@ def _err(code: int, what: str, message: str) -> OSError:
     return OSError(code, message, what)
 
 
-def _write_json_atomic(path: str, obj: object) -> None:
+def _write_json_atomic(path: str, obj: object, sync: bool = True) -> None:
+    """Write ``path`` atomically; ``sync`` also makes it durable (two fsyncs)."""
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if not sync:
+        return
     dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
@@ -188,9 +192,12 @@ class LinuxSnapshots:
             with self._snap_lock:
                 del self._pending[key]
 
-    def _commit_meta(self, d: str, key: str, kind: SnapshotKind, parent: str | None, size: int) -> None:
-        _write_json_atomic(os.path.join(d, "meta.json"),
-                           {"key": key, "kind": str(kind), "parent": parent, "size": size})
+    def _commit_meta(self, d: str, key: str, kind: SnapshotKind, parent: str | None, size: int,
+                     implicit: builtins.list[str] | None = None, sync: bool = True) -> None:
+        meta: dict[str, Any] = {"key": key, "kind": str(kind), "parent": parent, "size": size}
+        if implicit:
+            meta["implicit"] = implicit  # for bind_layer (parentless layers only)
+        _write_json_atomic(os.path.join(d, "meta.json"), meta, sync)
         self._dirs[key] = os.path.basename(d)
 
     def _discard(self, d: str, points: dict[str, str] | None = None) -> None:
@@ -256,16 +263,50 @@ class LinuxSnapshots:
             lower = _LowerView(lowers, os.path.join(d, "lower"))
             try:
                 os.mkdir(os.path.join(d, "fs"), 0o755)
-                layers.extract(os.path.join(d, "fs"), tar, limits, lower.fd)
+                implicit = layers.extract(os.path.join(d, "fs"), tar, limits, lower.fd)
                 lower.close()
                 size = layers.du(os.path.join(d, "fs"))
-                self._commit_meta(d, key, SnapshotKind.COMMITTED, parent, size)
+                self._commit_meta(d, key, SnapshotKind.COMMITTED, parent, size,
+                                  implicit if parent is None else None)
             except BaseException:
                 with contextlib.suppress(OSError):
                     lower.close()
                 self._discard(d)
                 raise
         return SnapshotInfo(key, SnapshotKind.COMMITTED, parent, size)
+
+    async def bind_layer(self, staged: str, key: str, parent: str | None) -> SnapshotInfo:
+        return await asyncio.to_thread(self._bind_layer, staged, key, parent)
+
+    def _bind_layer(self, staged: str, key: str, parent: str | None) -> SnapshotInfo:
+        with self._snap_lock:
+            meta = self._meta(staged)
+            if meta["kind"] != SnapshotKind.COMMITTED or meta["parent"] is not None:
+                raise _err(errno.EINVAL, staged, f"snapshot {staged} is not a parentless layer")
+            if key in self._pending or any(m["key"] == key for m in self._metas()):
+                raise _err(errno.EEXIST, key, f"snapshot {key} exists")
+            pmeta = self._committed(parent)
+            points = overlay.mount_points()
+            if any(r["key"] == staged and r["target"] in points for r in self._mount_records()):
+                raise _err(errno.EBUSY, staged, f"snapshot {staged} is mounted")
+            if staged in self._pending.values() or any(m["parent"] == staged for m in self._metas()):
+                raise _err(errno.EBUSY, staged, f"snapshot {staged} has children")
+            d = self._snap_path(meta["n"])
+            implicit = meta.get("implicit") or []
+            if pmeta is not None and implicit:
+                lowers = self._chain(parent)
+                if len(lowers) == 1:
+                    lowers.append(self._empty_dir)
+                lower = _LowerView(lowers, os.path.join(d, "lower"))
+                try:
+                    fd = lower.fd()
+                    assert fd is not None
+                    layers.adopt_parent_dirs(os.path.join(d, "fs"), implicit, fd)
+                finally:
+                    lower.close()
+            self._commit_meta(d, key, SnapshotKind.COMMITTED, parent, meta["size"])
+            self._dirs.pop(staged, None)
+        return SnapshotInfo(key, SnapshotKind.COMMITTED, parent, meta["size"])
 
     async def prepare(self, key: str, parent: str | None) -> None:
         await asyncio.to_thread(self._prepare, key, parent)
@@ -275,7 +316,9 @@ class LinuxSnapshots:
             try:
                 os.mkdir(os.path.join(d, "fs"), 0o755)
                 os.mkdir(os.path.join(d, "work"), 0o700)
-                self._commit_meta(d, key, SnapshotKind.ACTIVE, parent, 0)
+                # not fsync'd: an empty write layer lost to a power cut is re-made by restore,
+                # and one that held data was written back long since (its data is not synced either)
+                self._commit_meta(d, key, SnapshotKind.ACTIVE, parent, 0, sync=False)
             except BaseException:
                 self._discard(d)
                 raise
@@ -304,8 +347,9 @@ class LinuxSnapshots:
                         lowers.append(self._empty_dir)
                     overlay.mount_overlay(target, lowers, readonly=True)
                 try:
+                    # not fsync'd: a mount does not outlive the boot its record would survive
                     _write_json_atomic(self._record_path(target),
-                                       {"target": target, "key": key, "created": created})
+                                       {"target": target, "key": key, "created": created}, sync=False)
                 except BaseException:
                     overlay.unmount_quietly(target)
                     raise

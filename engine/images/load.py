@@ -45,6 +45,7 @@ from engine.images import compress, oci
 from engine.images.archive import Compression
 from engine.images.config import host_platform, parse_config
 from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader, clean_name
+from engine.images.unpack import Staged, Unpacker
 
 if TYPE_CHECKING:
     from engine.images.store import ImageStore
@@ -53,6 +54,7 @@ Progress = Callable[[dict[str, Any]], None]
 CHUNK = 1024 * 1024
 _BLOB_RE = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 _PROGRESS_STEP = 512 * 1024
+_STAGE_MIN = 1024 * 1024  # smaller layers: unpacking them afterwards costs next to nothing
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +84,7 @@ class _Member:
     link: str | None = None  # symlink/hardlink: the archive path it points at
     checked: bool = False  # the layer check ran over it
     layer_error: str | None = None
+    staged: Staged | None = None  # unpacked into a staging snapshot while it streamed
 
 
 @dataclass
@@ -105,10 +108,12 @@ def _bad(msg: str) -> InvalidArgument:
 class _Spooler:
     """Callbacks of the outer :class:`TarReader`: one spool file per regular member."""
 
-    def __init__(self, spool: str, limits: LoadLimits, progress: Progress | None) -> None:
+    def __init__(self, spool: str, limits: LoadLimits, progress: Progress | None,
+                 unpacker: Unpacker | None = None) -> None:
         self.spool = spool
         self.limits = limits
         self.progress = progress
+        self.unpacker = unpacker
         self.members: dict[str, _Member] = {}
         self._cur: _Member | None = None
         self._fh: BinaryIO | None = None
@@ -158,6 +163,8 @@ class _Spooler:
                 self._decide()
         elif self._check is not None:
             self._feed(chunk)
+            if self._cur.staged is not None:
+                self._cur.staged.write(chunk)
         self._done += len(chunk)
         if self._decided and self._is_layerish() and \
                 self._done - self._reported >= _PROGRESS_STEP:
@@ -183,7 +190,11 @@ class _Spooler:
         if compress.sniff(head) is Compression.NONE and head.lstrip()[:1] not in (b"{", b"["):
             self._check = TarReader(on_entry=LayerPolicy(), limits=self.limits.layer)
             self._cur.checked = True
+            if self.unpacker is not None and self._cur.size >= _STAGE_MIN:
+                self._cur.staged = self.unpacker.stage()
             self._feed(head)
+            if self._cur.staged is not None:
+                self._cur.staged.write(head)
         self._pending = b""
 
     def _feed(self, chunk: bytes) -> None:
@@ -193,6 +204,9 @@ class _Spooler:
         except TarError as e:
             self._cur.layer_error = _describe(e)
             self._check = None
+            if self._cur.staged is not None:  # refused: the load will fail anyway
+                self._cur.staged.abort(self._cur.layer_error)
+                self._cur.staged = None
 
     def finish(self) -> None:
         """Close the current member's spool file (called at the next header and at EOF)."""
@@ -209,6 +223,12 @@ class _Spooler:
             except TarError as e:
                 self._cur.layer_error = _describe(e)
             self._check = None
+        if self._cur.staged is not None:
+            if self._cur.layer_error is None:
+                self._cur.staged.finish()
+            else:
+                self._cur.staged.abort(self._cur.layer_error)
+                self._cur.staged = None
         if self._is_layerish() and self._cur.size:
             self._done = self._cur.size
             self._report()
@@ -218,6 +238,8 @@ class _Spooler:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._cur is not None and self._cur.staged is not None:
+            self._cur.staged.abort("the archive is truncated or corrupt")
 
 
 def _describe(e: TarError) -> str:
@@ -417,8 +439,14 @@ class _CheckingReader:
 
 
 def load(store: ImageStore, stream: BinaryIO | IO[bytes], progress: Progress | None = None,
-         limits: LoadLimits | None = None) -> list[tuple[str, list[str], list[tuple[str, str | None]]]]:
+         limits: LoadLimits | None = None, unpacker: Unpacker | None = None,
+         ) -> list[tuple[str, list[str], list[tuple[str, str | None]]]]:
     """Load every image of the archive ``stream``.
+
+    With an ``unpacker`` the layers are also unpacked into their snapshots (chain ids), as
+    dockerd's load does: large uncompressed layers while they stream (staged, bound once the
+    manifest says what they are), the others from the store afterwards; the snapshots are made
+    before the images are recorded, and removed again if anything fails.
 
     Returns:
         Per image ``(image_id, [familiar tags], [(full tag, image it was moved from or None)])``.
@@ -434,20 +462,31 @@ def load(store: ImageStore, stream: BinaryIO | IO[bytes], progress: Progress | N
     new_blobs: set[str] = set()
     try:
         with store.blobs.lease() as lease:
-            arc = _Archive(_read(stream, spool, lim, progress), lim)
+            arc = _Archive(_read(stream, spool, lim, progress, unpacker), lim)
             plans = _plan(arc)
             done: dict[str, int] = {}
             for plan in plans:
                 for layer in plan.layers:
                     if layer.diff_id not in done:
                         done[layer.diff_id] = _ingest(store, layer, lim, lease, new_blobs)
-            recorded = store.record_loaded(
-                [(p.config, [(lr.diff_id, lr.diff_id, done[lr.diff_id]) for lr in p.layers], p.tags)
-                 for p in plans])
+
+            def record() -> list[tuple[str, list[tuple[str, str | None]]]]:
+                return store.record_loaded(
+                    [(p.config, [(lr.diff_id, lr.diff_id, done[lr.diff_id]) for lr in p.layers],
+                      p.tags) for p in plans])
+
+            if unpacker is None:
+                recorded = record()
+            else:
+                recorded = unpacker.commit(
+                    [[(lr.diff_id, lr.member.staged if lr.member.digest == lr.diff_id else None)
+                      for lr in p.layers] for p in plans], record)
         new_blobs.clear()  # recorded: they belong to the store now
         return [(image_id, [str(t) for t in plan.tags], moved)
                 for plan, (image_id, moved) in zip(plans, recorded)]
     finally:
+        if unpacker is not None:
+            unpacker.close()
         for digest in sorted(new_blobs):
             with store.lock:
                 if not store.meta.blob_referenced(digest):
@@ -456,8 +495,8 @@ def load(store: ImageStore, stream: BinaryIO | IO[bytes], progress: Progress | N
 
 
 def _read(stream: BinaryIO | IO[bytes], spool: str, lim: LoadLimits,
-          progress: Progress | None) -> dict[str, _Member]:
-    spooler = _Spooler(spool, lim, progress)
+          progress: Progress | None, unpacker: Unpacker | None = None) -> dict[str, _Member]:
+    spooler = _Spooler(spool, lim, progress, unpacker)
     reader = TarReader(on_entry=spooler.entry, on_data=spooler.data, limits=lim.archive)
     src = compress.open_sniffed(stream, "image archive", lim.bomb)  # type: ignore[arg-type]
     try:

@@ -33,6 +33,7 @@ from engine.errors import EngineError, InvalidArgument, NotFound, PermissionDeni
 from engine.images import compress
 from engine.images.config import parse_config
 from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader
+from engine.images.unpack import Staged, Unpacker
 from engine.registry import credentials as _creds
 from engine.registry import endpoints, manifests
 from engine.registry.options import RegistryOptions
@@ -177,6 +178,19 @@ class _Checked:
         return data
 
 
+class _Tee:
+    """Passes reads through and writes them to a staged unpack as well."""
+
+    def __init__(self, inner: Any, staged: Staged) -> None:
+        self.inner, self.staged = inner, staged
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.inner.read(n)
+        if data:
+            self.staged.write(data)
+        return data
+
+
 class _LayerJob:
     def __init__(self, puller: _Puller, desc: manifests.Descriptor, diff_id: str) -> None:
         self.p, self.desc, self.diff_id = puller, desc, diff_id
@@ -275,8 +289,9 @@ class _LayerJob:
                     if failures > p.options.max_retries:
                         raise InvalidArgument(f"download {self.what}: truncated: got {offset} of {d.size} "
                                               "bytes")
+            # no fsync: the partial file only serves a resume, and a resumed download is hashed
+            # from its first byte again (a torn partial fails the digest check and starts over)
             out.flush()
-            os.fsync(out.fileno())
         got = "sha256:" + h.hexdigest()
         if got != d.digest:
             os.unlink(partial)
@@ -286,11 +301,15 @@ class _LayerJob:
     def extract(self, partial: str) -> int:
         p = self.p
         existed = p.store.blobs.exists(self.diff_id)
+        staged = None
         with open(partial, "rb") as raw:
             counted = _Counting(raw, lambda n: p.report.bytes("Extracting", self.ident, n, self.desc.size))
             dec = compress.open_sniffed(counted, self.what)  # type: ignore[arg-type]
             try:
-                reader = _Checked(dec, self.what)
+                reader: Any = _Checked(dec, self.what)
+                if p.unpacker is not None:  # unpack while decompressing, hashing and storing
+                    staged = p.unpacker.stage()
+                    reader = _Tee(reader, staged)
                 try:
                     _d, size = p.store.blobs.ingest(reader, expected_digest=self.diff_id,  # type: ignore[arg-type]
                                                     lease=p.lease)
@@ -300,8 +319,16 @@ class _LayerJob:
                         raise InvalidArgument(f"{self.what}: uncompressed content does not match diff_id "
                                               f"{self.diff_id} of the image config") from None
                     raise
+            except BaseException as e:
+                if staged is not None:
+                    staged.abort(str(e) or type(e).__name__)
+                raise
             finally:
                 dec.close()
+        if staged is not None:
+            staged.finish()
+            with p.new_lock:
+                p.staged[self.diff_id] = staged
         p.report.bytes("Extracting", self.ident, self.desc.size, self.desc.size, force=True)
         if not existed:
             with p.new_lock:
@@ -311,18 +338,26 @@ class _LayerJob:
 
 class _Puller:
     def __init__(self, store: ImageStore, transfers: Transfers, options: RegistryOptions,
-                 session: Session, path: str, report: Reporter, lease: Any) -> None:
+                 session: Session, path: str, report: Reporter, lease: Any,
+                 unpacker: Unpacker | None = None) -> None:
         self.store, self.transfers, self.options = store, transfers, options
         self.session, self.path, self.report, self.lease = session, path, report, lease
+        self.unpacker = unpacker
         self.scopes = (f"repository:{path}:pull",)
         self.new_blobs: set[str] = set()
+        self.staged: dict[str, Staged] = {}  # diff_id → layer unpacked while it was stored
         self.new_lock = threading.Lock()
 
 
 def pull(store: ImageStore, transfers: Transfers, options: RegistryOptions, reference: str,
          platform: str | None = None, creds: _creds.Credentials | None = None,
-         progress: Progress | None = None, cancel: threading.Event | None = None) -> PullResult:
+         progress: Progress | None = None, cancel: threading.Event | None = None,
+         unpacker: Unpacker | None = None) -> PullResult:
     """Pull ``reference`` (``name[:tag]`` or ``name@sha256:…``) into ``store``.
+
+    With an ``unpacker`` the layers are unpacked into their snapshots too, as dockerd's pull
+    does: each one while it is decompressed, hashed and stored (staged, bound to its chain id
+    once every layer is verified), before the image is recorded.
 
     Args:
         platform: ``os/arch[/variant]`` to pick from an index (default the host's); for a
@@ -349,23 +384,24 @@ def pull(store: ImageStore, transfers: Transfers, options: RegistryOptions, refe
             attempt = threading.Event()  # a failed mirror must not cancel the next try
             try:
                 with Session(ep, options, None, attempt, parent_cancel=cancel) as s:
-                    return _pull_with(store, transfers, options, s, ref, plat, platform, report, attempt)
+                    return _pull_with(store, transfers, options, s, ref, plat, platform, report, attempt,
+                                      unpacker)
             except (Unavailable, NotFound, PermissionDenied):
                 if cancel.is_set():
                     raise
                 continue  # next mirror, then the hub itself (as dockerd)
     with session_for(ref, options, creds, cancel) as s:
-        return _pull_with(store, transfers, options, s, ref, plat, platform, report, cancel)
+        return _pull_with(store, transfers, options, s, ref, plat, platform, report, cancel, unpacker)
 
 
 def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions, s: Session,
                ref: refs.Reference, plat: tuple[str, str, str | None], platform: str | None,
-               report: Reporter, cancel: threading.Event) -> PullResult:
+               report: Reporter, cancel: threading.Event, unpacker: Unpacker | None = None) -> PullResult:
     wanted = ref.digest or ref.tag or refs.DEFAULT_TAG
     shown = str(ref)
     what = f"pull {shown}"
     with store.blobs.lease() as lease:
-        p = _Puller(store, transfers, options, s, ref.path, report, lease)
+        p = _Puller(store, transfers, options, s, ref.path, report, lease, unpacker)
         try:
             data, ctype, top_digest = fetch_manifest(s, ref.path, wanted, p.scopes, options, what)
             # after the manifest, as dockerd: a missing or forbidden image fails before any output
@@ -394,11 +430,19 @@ def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions
                                       f"has {len(diff_ids)} diff_ids")
             sizes = _layers(p, list(zip(man.layers, diff_ids)), cancel)
             tags = [ref] if ref.digest is None else []
-            recorded = store.record_loaded([(config, [(d, d, sizes[d]) for d in diff_ids], tags)])
-            image_id, moved = recorded[0]
-            store.meta.set_repo_digest(f"{ref.repository}@{top_digest}", image_id)
-            for desc, diff_id in zip(man.layers, diff_ids):
-                store.meta.add_layer_source(diff_id, desc.digest, desc.size, desc.media_type, ref.repository)
+
+            def record() -> tuple[str, list[tuple[str, str | None]]]:
+                recorded = store.record_loaded([(config, [(d, d, sizes[d]) for d in diff_ids], tags)])
+                store.meta.set_repo_digest(f"{ref.repository}@{top_digest}", recorded[0][0])
+                for desc, diff_id in zip(man.layers, diff_ids):
+                    store.meta.add_layer_source(diff_id, desc.digest, desc.size, desc.media_type,
+                                                ref.repository)
+                return recorded[0]
+
+            if unpacker is None:
+                image_id, moved = record()
+            else:
+                image_id, moved = unpacker.commit([[(d, p.staged.get(d)) for d in diff_ids]], record)
         except BaseException:
             cancel.set()
             for digest in sorted(p.new_blobs):
@@ -406,6 +450,9 @@ def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions
                     if not store.meta.blob_referenced(digest):
                         store.blobs.discard(digest)
             raise
+        finally:
+            if unpacker is not None:
+                unpacker.close()
     updated = not moved or moved[0][1] != image_id
     report.status(f"Digest: {top_digest}")
     report.status(f"Status: {'Downloaded newer image' if updated else 'Image is up to date'} for {shown}")
