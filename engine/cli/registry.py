@@ -167,10 +167,14 @@ def registry_group() -> click.Group:
     @click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="TLS key (PEM)")
     @click.option("--htpasswd", type=click.Path(dir_okay=False, exists=True),
                   help="require basic auth against this htpasswd file (bcrypt)")
-    def serve(addr: str, root: str, tls_cert: str | None, tls_key: str | None, htpasswd: str | None) -> None:
+    @click.option("--token-auth", is_flag=True,
+                  help="token auth instead of basic: /token issues bearer tokens to the --htpasswd users")
+    @click.option("--token-realm", default=None, help="token endpoint URL to advertise (default: this server's /token)")
+    def serve(addr: str, root: str, tls_cert: str | None, tls_key: str | None, htpasswd: str | None,
+              token_auth: bool, token_realm: str | None) -> None:
         """Serve an OCI distribution registry (docker push/pull, skopeo…) from ROOT."""
         from engine.registry.server.app import serve as _serve
 
-        _serve(addr, root, tls_cert, tls_key, htpasswd)
+        _serve(addr, root, tls_cert, tls_key, htpasswd, token_auth=token_auth, token_realm=token_realm)
 
     return group

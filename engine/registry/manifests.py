@@ -51,8 +51,9 @@ def _desc(d: Any, what: str) -> Descriptor:
     return Descriptor(mt, digest, size, plat)
 
 
-def parse(data: bytes, content_type: str, what: str) -> Manifest:
-    """Validate and parse a manifest or index.
+def parse(data: bytes, content_type: str, what: str, artifacts: bool = False) -> Manifest:
+    """Validate and parse a manifest or index. ``artifacts`` (a registry storing any OCI
+    artifact): the config and layers may have any media type, not only an image's.
 
     Raises:
         InvalidArgument: not JSON, schema 1, unknown type, or type claims that disagree.
@@ -97,11 +98,11 @@ def parse(data: bytes, content_type: str, what: str) -> Manifest:
     if not isinstance(layers, list):
         raise InvalidArgument(f"{what}: layers is not a list")
     config = _desc(doc.get("config"), f"{what} config")
-    if config.media_type not in CONFIG_TYPES:
+    if config.media_type not in CONFIG_TYPES and not artifacts:
         raise InvalidArgument(f"{what}: config media type {config.media_type!r} is not an image config "
                               "(not a container image?)")
     descs = tuple(_desc(d, f"{what} layers[{i}]") for i, d in enumerate(layers))
-    for d in descs:
+    for d in () if artifacts else descs:
         if d.media_type in oci.FOREIGN_TYPES:
             raise InvalidArgument(f"{what}: layer {d.digest}: non-distributable layers are not supported")
         if d.media_type not in oci.LAYER_TYPES:

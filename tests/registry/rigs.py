@@ -121,10 +121,12 @@ class RefRegistry(Process):
 class Wharfie(Process):
     """``wharfie registry serve`` (``python -m engine.cli.main registry serve``)."""
 
-    def __init__(self, htpasswd: dict[str, str] | None = None, tls: tuple[str, str] | None = None) -> None:
+    def __init__(self, htpasswd: dict[str, str] | None = None, tls: tuple[str, str] | None = None,
+                 token_auth: bool = False) -> None:
         super().__init__()
         self.users = htpasswd or {}
         self.tls = tls
+        self.token_auth = token_auth
 
     def start(self) -> Wharfie:
         argv = [sys.executable, "-m", "engine.cli.main", "registry", "serve", "--addr", self.host,
@@ -134,6 +136,8 @@ class Wharfie(Process):
             with open(path, "w") as fh:
                 fh.writelines(htpasswd_line(u, p) for u, p in self.users.items())
             argv += ["--htpasswd", path]
+        if self.token_auth:
+            argv += ["--token-auth"]
         if self.tls:
             argv += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}

@@ -15,17 +15,26 @@ Endpoints (``<name>`` may contain ``/``)::
     PUT      /v2/<name>/blobs/uploads/<uuid>?digest=   last chunk + commit (digest verified)
     GET      /v2/<name>/blobs/uploads/<uuid>       status (Range: 0-<end>)
     DELETE   /v2/<name>/blobs/uploads/<uuid>       cancel
+    GET      /v2/<name>/referrers/<digest>?artifactType=   manifests whose subject is <digest>
+    GET/POST /token                                 bearer tokens (token auth only)
 
-Errors use the spec's body ``{"errors": [{"code", "message", "detail"}]}``. Auth (optional):
-htpasswd basic auth (bcrypt lines, as ``htpasswd -B``); every endpoint then needs it.
+Errors use the spec's body ``{"errors": [{"code", "message", "detail"}]}``. Auth (optional,
+:mod:`.auth`): htpasswd basic auth (bcrypt lines, as ``htpasswd -B``) on every endpoint, or
+token auth — a token endpoint issuing signed bearer tokens for the htpasswd users, and every
+endpoint checking the scope it needs (``repository:NAME:pull`` / ``pull,push`` / ``delete``).
+
+Referrers (distribution spec 1.1): a manifest pushed with a ``subject`` is listed (as a
+descriptor with its ``artifactType`` — the config's media type if it has none — and its
+annotations) by ``GET /v2/<name>/referrers/<subject digest>``, optionally filtered by
+``artifactType`` (then ``OCI-Filters-Applied: artifactType``); the ``PUT`` answers with
+``OCI-Subject: <subject digest>``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
+import json
 import os
 import re
 import ssl
@@ -35,7 +44,10 @@ from aiohttp import web
 
 from engine.errors import InvalidArgument
 from engine.registry import manifests as _manifests
+from engine.registry.server.auth import Htpasswd, Scope, TokenAuth
 from engine.registry.server.storage import DIGEST_RE, NAME_RE, TAG_RE, Storage
+
+__all__ = ["Htpasswd", "Registry", "TokenAuth", "serve"]
 
 MAX_MANIFEST = 4 * 1024 * 1024
 CHUNK = 1 << 16
@@ -48,7 +60,9 @@ _ROUTES = [
     ("uploads", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/?$")),
     ("upload", re.compile(r"^/v2/(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)$")),
     ("blob", re.compile(r"^/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)$")),
+    ("referrers", re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)$")),
 ]
+_READS = ("GET", "HEAD")
 
 
 def error(status: int, code: str, message: str, detail: object = None,
@@ -57,46 +71,18 @@ def error(status: int, code: str, message: str, detail: object = None,
     return web.json_response(body, status=status, headers={**API_HEADER, **(headers or {})})
 
 
-class Htpasswd:
-    """``user:hash`` lines; bcrypt (``$2y$``/``$2b$``/``$2a$``) hashes only. Successful checks
-    are cached (by a sha256 of the password) so bcrypt runs once per client, not per request."""
-
-    def __init__(self, path: str) -> None:
-        self.users: dict[str, bytes] = {}
-        with open(path) as fh:
-            for line in fh:
-                line = line.strip()
-                if line and not line.startswith("#") and ":" in line:
-                    user, _, h = line.partition(":")
-                    self.users[user] = h.encode()
-        self._ok: set[tuple[str, bytes]] = set()
-
-    def check(self, header: str) -> bool:
-        if not header.lower().startswith("basic "):
-            return False
-        try:
-            user, _, pw = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        key = (user, hashlib.sha256(pw.encode()).digest())
-        if key in self._ok:
-            return True
-        h = self.users.get(user)
-        if h is None or not h.startswith((b"$2y$", b"$2b$", b"$2a$")):
-            return False
-        import bcrypt
-
-        if bcrypt.checkpw(pw.encode(), b"$2b$" + h[4:]):
-            self._ok.add(key)
-            return True
-        return False
-
-
 class Registry:
-    def __init__(self, storage: Storage, htpasswd: Htpasswd | None = None, realm: str = "wharfie-registry") -> None:
+    """The registry app over ``storage``; ``htpasswd`` turns on basic auth, ``token`` token auth
+    (one or the other)."""
+
+    def __init__(self, storage: Storage, htpasswd: Htpasswd | None = None, realm: str = "wharfie-registry",
+                 token: TokenAuth | None = None) -> None:
+        if htpasswd is not None and token is not None:
+            raise InvalidArgument("basic auth and token auth are exclusive: token auth uses the htpasswd users")
         self.s = storage
         self.htpasswd = htpasswd
         self.realm = realm
+        self.token = token
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_MANIFEST)
@@ -104,12 +90,14 @@ class Registry:
         return app
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        if self.token is not None and request.path == self.token.path:
+            return await self.token.token_endpoint(request)
         if self.htpasswd is not None and not self.htpasswd.check(request.headers.get("Authorization", "")):
             return error(401, "UNAUTHORIZED", "authentication required",
                          headers={"WWW-Authenticate": f'Basic realm="{self.realm}"'})
         path = request.path
         if path in ("/v2", "/v2/"):
-            return web.json_response({}, headers=API_HEADER)
+            return self._denied(request, []) or web.json_response({}, headers=API_HEADER)
         for kind, rx in _ROUTES:
             m = rx.match(path)
             if m is None:
@@ -117,12 +105,35 @@ class Registry:
             params = m.groupdict()
             if "name" in params and not NAME_RE.match(params["name"]):
                 return error(400, "NAME_INVALID", "invalid repository name", params["name"])
+            denied = self._denied(request, self._needs(kind, request.method, params.get("name", "")))
+            if denied is not None:
+                return denied
             handler: Callable[..., Awaitable[web.StreamResponse]] | None = getattr(
                 self, f"{kind}_{request.method.lower()}", None)
             if handler is None:
                 return error(405, "UNSUPPORTED", f"{request.method} not supported here")
             return await handler(request, **params)
         return error(404, "NOT_FOUND", "no such endpoint", path)
+
+    # -- token auth -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _needs(kind: str, method: str, name: str) -> list[Scope]:
+        if kind == "catalog":
+            return [Scope("registry", "catalog", ("*",))]
+        if method == "DELETE" and kind in ("manifest", "blob"):
+            return [Scope("repository", name, ("delete",))]
+        if method in _READS and kind in ("tags", "manifest", "blob", "referrers"):
+            return [Scope("repository", name, ("pull",))]
+        return [Scope("repository", name, ("pull", "push"))]
+
+    def _denied(self, request: web.Request, needed: list[Scope]) -> web.Response | None:
+        return None if self.token is None else self.token.check(request, needed)
+
+    def _may_pull(self, request: web.Request, name: str) -> bool:
+        if self.token is None:
+            return True
+        return self.token.allows(request.get("access") or [], Scope("repository", name, ("pull",)))
 
     # -- listing --------------------------------------------------------------------------------
 
@@ -182,7 +193,7 @@ class Registry:
             return error(413, "SIZE_INVALID", f"manifest over {MAX_MANIFEST} bytes")
         ctype = request.headers.get("Content-Type", "")
         try:
-            man = _manifests.parse(data, ctype, "manifest")
+            man = _manifests.parse(data, ctype, "manifest", artifacts=True)
         except InvalidArgument as e:
             return error(400, "MANIFEST_INVALID", str(e))
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -200,9 +211,11 @@ class Registry:
         if missing:
             return error(400, code, "manifest references unknown content", missing)
         tag = None if DIGEST_RE.match(ref) else ref
-        self.s.put_manifest(name, data, man.media_type, tag)
-        return web.Response(status=201, headers={**API_HEADER, "Docker-Content-Digest": digest,
-                                                 "Location": f"/v2/{name}/manifests/{digest}"})
+        subject = self.s.put_manifest(name, data, man.media_type, tag)
+        headers = {**API_HEADER, "Docker-Content-Digest": digest, "Location": f"/v2/{name}/manifests/{digest}"}
+        if subject:
+            headers["OCI-Subject"] = subject
+        return web.Response(status=201, headers=headers)
 
     async def manifest_delete(self, request: web.Request, name: str, ref: str) -> web.StreamResponse:
         if DIGEST_RE.match(ref):
@@ -214,6 +227,18 @@ class Registry:
         if not ok:
             return error(404, "MANIFEST_UNKNOWN", "manifest unknown", ref)
         return web.Response(status=202, headers=API_HEADER)
+
+    async def referrers_get(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+        if not DIGEST_RE.match(digest):
+            return error(400, "DIGEST_INVALID", "invalid digest", digest)
+        found = self.s.referrers(name, digest)
+        headers = {**API_HEADER, "Content-Type": "application/vnd.oci.image.index.v1+json"}
+        want = request.query.get("artifactType")
+        if want is not None:
+            found = [d for d in found if d.get("artifactType") == want]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        doc = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": found}
+        return web.Response(body=json.dumps(doc).encode(), headers=headers)
 
     # -- blobs ----------------------------------------------------------------------------------
 
@@ -259,7 +284,8 @@ class Registry:
 
     async def uploads_post(self, request: web.Request, name: str) -> web.StreamResponse:
         mount, source = request.query.get("mount", ""), request.query.get("from", "")
-        if mount and DIGEST_RE.match(mount) and NAME_RE.match(source) and self.s.has_blob(source, mount):
+        if mount and DIGEST_RE.match(mount) and NAME_RE.match(source) and self.s.has_blob(source, mount) \
+                and self._may_pull(request, source):
             self.s.link_blob(name, mount)
             return web.Response(status=201, headers={**API_HEADER, "Location": f"/v2/{name}/blobs/{mount}",
                                                      "Docker-Content-Digest": mount, "Content-Length": "0"})
@@ -314,8 +340,16 @@ class Registry:
 
 
 def serve(addr: str, root: str, tls_cert: str | None = None, tls_key: str | None = None,
-          htpasswd: str | None = None) -> None:
-    """Run the registry until interrupted (``addr`` is ``host:port``)."""
+          htpasswd: str | None = None, token_auth: bool = False, token_realm: str | None = None,
+          service: str = "wharfie-registry") -> None:
+    """Run the registry until interrupted (``addr`` is ``host:port``).
+
+    ``htpasswd`` alone: basic auth. With ``token_auth``: token auth for its users (the token
+    endpoint is ``/token`` on this server unless ``token_realm`` names another URL).
+
+    Raises:
+        InvalidArgument: bad ``addr``, half a TLS pair, token auth without ``htpasswd``.
+    """
     host, _, port = addr.rpartition(":")
     if not host or not port.isdigit():
         raise InvalidArgument(f"invalid --addr {addr!r}: want host:port")
@@ -325,6 +359,13 @@ def serve(addr: str, root: str, tls_cert: str | None = None, tls_key: str | None
             raise InvalidArgument("--tls-cert and --tls-key go together")
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(tls_cert, tls_key)
-    reg = Registry(Storage(root), Htpasswd(htpasswd) if htpasswd else None)
+    if token_auth and not htpasswd:
+        raise InvalidArgument("--token-auth needs --htpasswd: tokens are issued to its users")
+    users = Htpasswd(htpasswd) if htpasswd else None
+    if token_auth:
+        assert users is not None
+        reg = Registry(Storage(root), token=TokenAuth(users, service=service, realm=token_realm))
+    else:
+        reg = Registry(Storage(root), users)
     web.run_app(reg.app(), host=host.strip("[]"), port=int(port), ssl_context=ctx, access_log=None,
                 print=None, handle_signals=True)

@@ -6,6 +6,8 @@ Layout under ``root``::
     repositories/<name>/_layers/<hex>         the blob is part of <name> (empty file)
     repositories/<name>/_manifests/<hex>      the manifest is part of <name>; holds its media type
     repositories/<name>/_tags/<tag>           the tag's manifest digest
+    repositories/<name>/_referrers/<subject hex>/<hex>   a manifest whose ``subject`` is that
+                                              digest: its descriptor for the referrers API
     uploads/<uuid>                            an upload session's bytes so far
 
 A blob is only served through a repository that links it, so one repository's content is not
@@ -16,6 +18,7 @@ are atomic (temp + rename).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import uuid
@@ -63,12 +66,41 @@ class Storage:
         except FileNotFoundError:
             return False
 
-    def put_manifest(self, name: str, data: bytes, media_type: str, tag: str | None) -> str:
+    def put_manifest(self, name: str, data: bytes, media_type: str, tag: str | None) -> str | None:
+        """Store a (validated) manifest, tag it, and index it as a referrer of its ``subject``.
+        Returns the subject's digest (None if it has none)."""
         digest = self.blobs.put_bytes(data)
         self._write(os.path.join(self._dir(name, "_manifests"), digest[7:]), media_type)
         if tag is not None:
             self._write(os.path.join(self._dir(name, "_tags"), tag), digest)
-        return digest
+        doc = json.loads(data)
+        subject = doc.get("subject") if isinstance(doc, dict) else None
+        sdigest = subject.get("digest") if isinstance(subject, dict) else None
+        if not isinstance(sdigest, str) or not DIGEST_RE.match(sdigest):
+            return None
+        desc: dict[str, object] = {"mediaType": media_type, "digest": digest, "size": len(data)}
+        artifact = doc.get("artifactType")
+        config = doc.get("config")
+        if not artifact and "manifests" not in doc and isinstance(config, dict):
+            artifact = config.get("mediaType")
+        if isinstance(artifact, str) and artifact:
+            desc["artifactType"] = artifact
+        if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
+            desc["annotations"] = doc["annotations"]
+        self._write(os.path.join(self._dir(name, "_referrers"), sdigest[7:], digest[7:]), json.dumps(desc))
+        return sdigest
+
+    def referrers(self, name: str, subject: str) -> list[dict[str, object]]:
+        """Descriptors of ``name``'s manifests whose subject is ``subject`` (deleted ones are
+        left out), sorted by digest."""
+        d = os.path.join(self._dir(name, "_referrers"), subject[7:])
+        out = []
+        for entry in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+            if len(entry) != 64 or not self.has_manifest(name, "sha256:" + entry):
+                continue
+            with open(os.path.join(d, entry)) as fh:
+                out.append(json.load(fh))
+        return out
 
     def resolve(self, name: str, reference: str) -> str | None:
         """A tag or digest → the manifest digest, if ``name`` has it."""
