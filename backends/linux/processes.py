@@ -66,6 +66,19 @@ def _readable(fd: int) -> bool:
     return bool(p.poll(0))
 
 
+def _running(proc: _Proc) -> bool:
+    """Whether ``proc`` still runs, without changing its record (see ``_px_status``, which also
+    settles it): its monitor is alive, or the monitor died and the process is alive."""
+    if proc.status is not None:
+        return False
+    monfd, pidfd = proc.monfd, proc.pidfd  # read once: the loop may close and clear them
+    if monfd is not None and not _readable(monfd):
+        return True
+    if pidfd is not None and not _readable(pidfd):
+        return monfd is None or _read_exit(proc.dir) is None
+    return False
+
+
 def _read_exit(path: str) -> ExitStatus | None:
     try:
         with open(os.path.join(path, "exit.json")) as fh:
@@ -110,14 +123,18 @@ class LinuxProcesses:
             await asyncio.to_thread(self._px_zygote.close)
             self._px_zygote = None
 
+    # The two hooks below are called from the other roles' worker threads (e.g. ``unmount`` runs
+    # in one while the event loop releases other sandboxes): they read a copy of the table
+    # (``list()``/``set()`` of a dict run in C under the GIL: atomic) and never settle a record
+    # (that unwatches fds on the loop), so they cannot race the loop's own changes.
     def _live_rootfs(self) -> set[str]:
-        live = {p.state["rootfs"] for p in self._px_procs.values()
-                if p.kind == "sandbox" and self._px_status(p) is None}
+        live = {p.state["rootfs"] for p in list(self._px_procs.values())
+                if p.kind == "sandbox" and _running(p)}
         return live | set(self._px_spawning.values())
 
     def _live_netns(self) -> set[str]:
-        return {p.state["netns"] for p in self._px_procs.values()
-                if p.kind == "sandbox" and p.state.get("netns") and self._px_status(p) is None}
+        return {p.state["netns"] for p in list(self._px_procs.values())
+                if p.kind == "sandbox" and p.state.get("netns") and _running(p)}
 
     # ---- records ------------------------------------------------------------------------------
     def _px_scan(self) -> None:

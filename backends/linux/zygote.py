@@ -6,14 +6,21 @@ copy-on-write (``gc.freeze()`` keeps the collector from touching them).
 
 Protocol: the daemon holds one end of a SOCK_SEQPACKET socketpair, the zygote the other. For each
 request the daemon makes a fresh stream socketpair and sends one end to the zygote (SCM_RIGHTS)
-with a one-byte message; the zygote forks, the child calls ``setsid`` and becomes the monitor: it
-reads the request from that socket and answers on it itself (``backends.linux.monitor``). The
-zygote ignores SIGCHLD, so the kernel reaps monitors that end while it runs (after it is gone,
-they are reparented like any orphan). The zygote itself never blocks on a container.
+with a one-byte message. It is not the zygote that reads it but a *spare*: a child the zygote
+forked in advance, which waits on the control socket (the zygote itself never reads it while a
+spare waits, so each message has one reader). The spare that gets a request tells the zygote
+(one byte on a pipe), calls ``setsid`` and becomes the monitor: it reads the request from the
+socket it was handed and answers on it itself (``backends.linux.monitor``); the zygote forks the
+next spare meanwhile. So a spawn does not wait for a fork of the zygote, nor for the new
+process's copy-on-write warm-up (~2 ms together). The zygote ignores SIGCHLD, so the kernel
+reaps monitors that end while it runs (after it is gone, they are reparented like any orphan).
+The zygote itself never blocks on a container.
 
-The zygote exits on EOF of its control socket: when the daemon closes it, or dies (even with
-SIGKILL). Monitors do not: they are in their own session and hold no daemon fd, so they outlive
-both (live-restore).
+Shutdown: the spare reads EOF on the control socket when the daemon closes it or dies (even with
+SIGKILL); it exits, and the zygote, seeing its pipe closed without a byte, exits too (if the
+zygote dies first, the daemon's client notices and closes the socket: the spare goes then).
+Monitors do not exit: they are in their own session and hold no daemon fd, so they outlive all
+of these (live-restore).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import socket
 import subprocess
 import sys
 import threading
+import traceback
 from array import array
 from typing import Any
 
@@ -128,28 +136,52 @@ def main(argv: list[str]) -> int:
     gc.collect()
     gc.freeze()  # keep the collector off the pages shared with monitors
     while True:
-        try:
-            msg, anc, _, _ = ctl.recvmsg(16, socket.CMSG_SPACE(16), socket.MSG_CMSG_CLOEXEC)
-        except InterruptedError:
-            continue
-        fds: list[int] = []
-        for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds += array("i", raw[:len(raw) - len(raw) % 4])
-        if not msg and not fds:
-            return 0  # the daemon closed its end, or died
-        if not fds:
-            continue
+        taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
         if os.fork() == 0:
+            os.close(taken_r)
+            _spare(ctl, taken_w, sandbox_module)
+        os.close(taken_w)
+        while True:
             try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the monitor waits for its child
-                ctl.close()
-                os.setsid()
-                monitor.serve(fds[0], sandbox_module)
-            finally:
-                os._exit(1)
-        for fd in fds:
+                taken = os.read(taken_r, 1)
+                break
+            except InterruptedError:
+                continue
+        os.close(taken_r)
+        if not taken:
+            return 0  # the spare saw the daemon go (or died): so do we
+
+
+def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str) -> None:
+    """A pre-forked monitor: wait for one request on the control socket, then serve it."""
+    try:
+        from backends.linux import monitor  # preloaded by main()
+
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the monitor waits for its child
+        while True:
+            try:
+                msg, anc, _, _ = ctl.recvmsg(16, socket.CMSG_SPACE(16), socket.MSG_CMSG_CLOEXEC)
+            except InterruptedError:
+                continue
+            fds: list[int] = []
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds += array("i", raw[:len(raw) - len(raw) % 4])
+            if not msg and not fds:
+                os._exit(0)  # the daemon closed its end, or died
+            if fds:
+                break
+        ctl.close()
+        os.write(taken_w, b"T")  # the zygote forks the next spare
+        os.close(taken_w)
+        for fd in fds[1:]:
             os.close(fd)
+        os.setsid()
+        monitor.serve(fds[0], sandbox_module)
+    except BaseException:  # noqa: BLE001 - a spare never unwinds into the zygote's loop
+        traceback.print_exc()
+    finally:
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -74,8 +74,8 @@ def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_
     tty, stdin = opts["tty"], opts["interactive"]
     if tty and stdin and not sys.stdin.isatty():
         fail("the input device is not a TTY")
-    hj = c.attach(cid, stdin=stdin, detach_keys=detach_keys)
-    waiter = c.wait_response(cid, "removed" if opts["auto_remove"] else "next-exit")
+    hj, waiter = c.attach_and_wait(cid, stdin=stdin, detach_keys=detach_keys,
+                                   condition="removed" if opts["auto_remove"] else "next-exit")
     try:
         c.start(cid)
     except errors.EngineError as e:
@@ -350,14 +350,12 @@ def _detached(app: App, cid: str, waiter: Any) -> bool:
     state = _state(app, cid)
     if state is None or not state.get("Running"):
         return False
-    sock = getattr(getattr(waiter, "conn", None), "sock", None)
-    if sock is not None:
-        sock.settimeout(1.0)
-        try:
-            waiter.raw.peek(1) if hasattr(waiter.raw, "peek") else None
-            sock.settimeout(None)
-            return False  # the wait answered: it exited
-        except (socket.timeout, TimeoutError):
-            pass
+    waiter.sock.settimeout(1.0)
+    try:
+        waiter.raw.peek(1)
+        waiter.sock.settimeout(None)
+        return False  # the wait answered: it exited
+    except (socket.timeout, TimeoutError):
+        pass
     waiter.close()
     return True

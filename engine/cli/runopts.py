@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -148,6 +147,8 @@ def build_config(o: dict[str, Any], image: str, command: tuple[str, ...]) -> dic
     if o["stop_timeout"] is not None:
         config["StopTimeout"] = o["stop_timeout"]
     if o["entrypoint"] is not None:
+        import shlex
+
         config["Entrypoint"] = shlex.split(o["entrypoint"]) if o["entrypoint"] else [""]
     if o["no_healthcheck"]:
         config["Healthcheck"] = {"Test": ["NONE"]}

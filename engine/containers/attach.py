@@ -53,6 +53,7 @@ class Attachment:
         self.tty = tty
         self.stdio: Stdio | None = None
         self.ready = asyncio.Event()  # set when stdin may be written (or never will be)
+        self.wake = asyncio.Event()  # set by the container's events: look at find_pid again
         self.on_close: Callable[[], None] | None = None
         self._log: IO[bytes] | None = None
         self._partial = b""
@@ -100,13 +101,15 @@ class Attachment:
                     yield item
             pid = None
             while not self._closed:
+                self.wake.clear()
                 found = self.find_pid()
                 if isinstance(found, int):
                     pid = found
                     break
                 if found == "gone":
                     break  # if it started and ended between two polls, what it wrote is in the log
-                await asyncio.sleep(POLL)
+                with contextlib.suppress(TimeoutError):  # woken by start/die/destroy; POLL: a safety net
+                    await asyncio.wait_for(self.wake.wait(), POLL)
             if pid is not None:
                 self.open_log()
                 with contextlib.suppress(ProcessLookupError):
@@ -137,17 +140,19 @@ class Attachment:
     async def _follow_log(self) -> AsyncIterator[tuple[int, bytes]]:
         assert self.stdio is not None
         stdio = self.stdio
-        ended = asyncio.Event()
+        ended, more = asyncio.Event(), asyncio.Event()
 
         async def watch() -> None:
             with contextlib.suppress(Exception):
                 while await stdio.read() is not None:
-                    pass
+                    more.set()  # the monitor logs a chunk before it sends it live: read the log now
             ended.set()
+            more.set()
 
         task = asyncio.get_running_loop().create_task(watch())
         try:
             while not self._closed:
+                more.clear()  # before draining: a chunk arriving meanwhile is not missed
                 for item in self._drain_log():
                     yield item
                 if ended.is_set():
@@ -155,7 +160,7 @@ class Attachment:
                         yield item
                     return
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ended.wait(), POLL)
+                    await asyncio.wait_for(more.wait(), POLL)
         finally:
             task.cancel()
 
@@ -222,14 +227,16 @@ def attach(svc: ContainerService, ref: str, stdout: bool = True, stderr: bool = 
     att = Attachment(svc.kernel, c.log_path, find_pid, stdout, stderr, stdin_once, logs, tty=c.spec.tty)
     if model.is_alive(c.state.status):
         att.open_log()
-    else:
-        def on_event(ev: Event) -> None:
-            if ev.type == "container" and ev.actor_id == c.id and ev.action == "start":
-                att.open_log()
 
-        events = svc.ctx.events
-        events.add_listener(on_event)
-        att.on_close = lambda: events.remove_listener(on_event)
+    def on_event(ev: Event) -> None:
+        if ev.type == "container" and ev.actor_id == c.id:
+            if ev.action == "start":
+                att.open_log()
+            att.wake.set()  # no waiting for the next poll: a short run's output is there at once
+
+    events = svc.ctx.events
+    events.add_listener(on_event)
+    att.on_close = lambda: events.remove_listener(on_event)
     return att
 
 

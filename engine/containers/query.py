@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -172,9 +173,19 @@ class QueryMixin:
         try:
             s = await self.kernel.cgroup_stats(self.ctx.cgroup_path(c.id))
         except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENODEV) and await self._ended(c.state.pid):
+                # it exited and its cgroup is being released: the figures of a stopped one
+                return Stats(self.ctx.wall(), 0, 0, 0, 0, 0, None, 0, info.cpus)
             raise from_os_error(f"cannot read stats of container {c.id[:12]}", e) from None
         return Stats(self.ctx.wall(), s.memory_usage, s.memory_limit or info.memory, s.memory_max_usage,
                      s.oom_kills, s.pids_current, s.pids_limit, s.cpu_usage_ns, info.cpus)
+
+    async def _ended(self: ContainerService, pid: int) -> bool:
+        """Whether the process has exited (its exit may not be recorded yet)."""
+        try:
+            return await self.kernel.wait(pid, timeout=0) is not None  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return True
 
 
 def _name_match(name: str, pattern: str) -> bool:

@@ -37,6 +37,31 @@ def test_wharfie_ps_imports_no_server_or_engine_core(daemon: Daemon) -> None:
     assert json.loads(line[len("LOADED "):].replace("'", '"')) == []
 
 
+RUN_PROBE = """
+import sys
+sys.argv = ["wharfie", "run", "--rm", "busybox", "true"]
+from engine.cli.main import main
+code = 0
+try:
+    main()
+except SystemExit as e:
+    code = e.code or 0
+# what ``run`` does not need, or needs only for other inputs: each costs the CLI 1.5-20 ms
+heavy = ("http", "email", "ssl", "urllib", "dataclasses", "shlex", "ipaddress")
+print("CODE", code)
+print("LOADED", sorted({m.split(".")[0] for m in sys.modules if m.startswith(heavy)}))
+"""
+
+
+def test_wharfie_run_skips_http_client_and_friends(daemon: Daemon) -> None:
+    env = {**os.environ, "WHARFIE_HOST": daemon.host, "PYTHONPATH": ROOT}
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE], env=env, cwd=ROOT, capture_output=True, text=True,
+                         timeout=60).stdout
+    lines = dict(ln.split(" ", 1) for ln in out.splitlines() if ln.startswith(("CODE", "LOADED")))
+    assert lines["CODE"] == "0"
+    assert json.loads(lines["LOADED"].replace("'", '"')) == []
+
+
 @pytest.mark.parametrize("tpl,expected", [
     ("{{.ID}}\t{{.Names}}", "abc\tweb"), ("{{.State.Status}}", "running"), ("{{json .State}}", '{"Status":"running"}'),
     ('{{index .Labels "a"}}', "1"), ("{{range .L}}<{{.}}>{{end}}", "<x><y>"), ("{{if .Missing}}y{{else}}n{{end}}", "n"),

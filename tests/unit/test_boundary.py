@@ -15,7 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORE = ROOT / "engine"
 # The daemon/CLI front-ends live in engine/api and engine/cli: they may open sockets, fork the
 # background daemon, proxy signals. They do not touch namespaces, mounts or cgroups either.
-FRONTENDS = {"api", "cli", "client.py"}
+FRONTENDS = {"api", "cli", "client.py", "client_http.py"}
 
 FORBIDDEN_MODULES = {"ctypes", "subprocess", "fcntl", "signal", "pyroute2", "resource", "pty",
                      "termios", "multiprocessing", "mmap", "socket", "seccomp", "pwd", "grp"}
