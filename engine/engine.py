@@ -52,7 +52,7 @@ class _ImageSource:
         return self._images.layer_chain(image_id)
 
     def open_layer(self, blob_digest: str) -> BinaryIO:
-        return self._blobs.open(blob_digest)
+        return self._images.open_layer(blob_digest)  # type: ignore[no-any-return]
 
 
 class _ContainerMeta:
@@ -380,7 +380,7 @@ class Engine:
         from engine.images.unpack import Unpacker
 
         return Unpacker(self.kernel, asyncio.get_running_loop(), self.containers._snapshot_lock,
-                        self.image_store.blobs.open)
+                        self.image_store.open_layer)
 
     def _loaded(self, result: list[tuple[str, list[str], list[tuple[str, str | None]]]]) -> list[str]:
         out: list[str] = []

@@ -152,7 +152,7 @@ def _open_layers(eng: Engine, image_id: str) -> list[BinaryIO]:
     files: list[BinaryIO] = []
     try:
         for _chain, _diff_id, blob in eng.image_store.layer_chain(image_id):
-            files.append(eng.blobs.open(blob))
+            files.append(eng.image_store.open_layer(blob, seekable=True))
     except BaseException:
         for f in files:
             f.close()

@@ -44,6 +44,7 @@ from engine.errors import InvalidArgument
 from engine.images import compress, oci
 from engine.images.archive import Compression
 from engine.images.config import host_platform, parse_config
+from engine.images.layerblob import StoredLayer
 from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader, clean_name
 from engine.images.unpack import Staged, Unpacker
 
@@ -464,7 +465,7 @@ def load(store: ImageStore, stream: BinaryIO | IO[bytes], progress: Progress | N
         with store.blobs.lease() as lease:
             arc = _Archive(_read(stream, spool, lim, progress, unpacker), lim)
             plans = _plan(arc)
-            done: dict[str, int] = {}
+            done: dict[str, StoredLayer] = {}
             for plan in plans:
                 for layer in plan.layers:
                     if layer.diff_id not in done:
@@ -472,7 +473,8 @@ def load(store: ImageStore, stream: BinaryIO | IO[bytes], progress: Progress | N
 
             def record() -> list[tuple[str, list[tuple[str, str | None]]]]:
                 return store.record_loaded(
-                    [(p.config, [(lr.diff_id, lr.diff_id, done[lr.diff_id]) for lr in p.layers],
+                    [(p.config, [(lr.diff_id, done[lr.diff_id].blob, done[lr.diff_id].size,
+                                  done[lr.diff_id].media_type) for lr in p.layers],
                       p.tags) for p in plans])
 
             if unpacker is None:
@@ -541,14 +543,14 @@ def _plan(arc: _Archive) -> list[_Plan]:
 
 
 def _ingest(store: ImageStore, layer: _Layer, lim: LoadLimits, lease: Any,
-            new_blobs: set[str]) -> int:
-    """Store one layer (uncompressed, as ``diff_id``); returns its size."""
+            new_blobs: set[str]) -> StoredLayer:
+    """Store one layer (uncompressed, as ``diff_id``) unless the store has it in either form
+    (engine.images.layerblob); returns where it is stored."""
     m, diff_id = layer.member, layer.diff_id
     what = f"layer {m.name!r}"
-    if store.blobs.exists(diff_id):
-        lease.add(diff_id)
-        if store.blobs.exists(diff_id):
-            return store.blobs.size(diff_id)
+    found = store.stored_layer(diff_id, lease)
+    if found is not None:
+        return found
     kind = compress.sniff(m.head)
     if kind is Compression.NONE:
         if m.digest != diff_id:
@@ -562,7 +564,7 @@ def _ingest(store: ImageStore, layer: _Layer, lim: LoadLimits, lease: Any,
         if store.blobs.adopt(m.path, diff_id, m.size, lease=lease):
             new_blobs.add(diff_id)
         m.path = None
-        return m.size
+        return StoredLayer(diff_id, diff_id, m.size)
     assert m.path is not None
     with open(m.path, "rb") as raw:
         dec = compress.Decompressed(raw, kind, f"{what} ({m.digest})", lim.bomb)
@@ -579,4 +581,4 @@ def _ingest(store: ImageStore, layer: _Layer, lim: LoadLimits, lease: Any,
         finally:
             dec.close()
     new_blobs.add(diff_id)
-    return size
+    return StoredLayer(diff_id, diff_id, size)

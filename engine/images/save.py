@@ -7,13 +7,16 @@ deterministic: every header has mtime 0, uid/gid 0 and no user names, members ar
 order (as Docker's tar of its staging directory), and JSON is compact in a fixed key order, so
 the same images saved twice give identical bytes.
 
-Layers are written as stored (uncompressed: the layer digest equals the diff_id, as Docker does),
-or compressed on request (gzip, or zstd when available), then spooled to know size and digest
-before their tar header.
+Layers are written uncompressed by default (the layer digest equals the diff_id, as Docker
+does) — a layer the store keeps compressed (pulled) is decompressed on the fly and verified
+against its diff_id as it is written — or compressed on request (gzip, or zstd when available):
+a stored blob already in that compression is written as it is, others are compressed and
+spooled to know size and digest before their tar header.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -28,6 +31,7 @@ from engine import refs
 from engine.errors import InvalidArgument, NotFound
 from engine.images import compress, oci
 from engine.images.archive import Compression
+from engine.images.layerblob import KIND_OF as _KINDS
 
 if TYPE_CHECKING:
     from engine.images.store import ImageStore
@@ -52,6 +56,7 @@ class _Blob:
     path: str | None = None  # file holding it (a store blob or a spooled compressed layer)
     data: bytes | None = None
     layer: bool = False
+    opener: Callable[[], Any] | None = None  # a stored layer read through ImageStore.open_layer
 
 
 def resolve(store: ImageStore, names: Iterable[str]) -> list[tuple[str, list[refs.Reference]]]:
@@ -176,7 +181,15 @@ def save(store: ImageStore, names: Iterable[str], out: BinaryIO | IO[bytes],
                 blobs[image_id] = _Blob(len(img.config), data=img.config)
                 layer_descs = []
                 for lr in layers:
-                    if kind is Compression.NONE:
+                    if kind is Compression.NONE and lr.blob == lr.diff_id:
+                        digest, size = lr.blob, store.blobs.size(lr.blob)
+                        blobs.setdefault(digest, _Blob(size, path=store.blobs.path(lr.blob),
+                                                       layer=True))
+                    elif kind is Compression.NONE:  # kept compressed: the diff, verified
+                        digest, size = lr.diff_id, lr.size
+                        blobs.setdefault(digest, _Blob(size, layer=True, opener=functools.partial(
+                            store.open_layer, lr.blob, verify=True)))
+                    elif lr.media_type and _KINDS.get(lr.media_type) is kind:  # as stored
                         digest, size = lr.blob, store.blobs.size(lr.blob)
                         blobs.setdefault(digest, _Blob(size, path=store.blobs.path(lr.blob),
                                                        layer=True))
@@ -207,7 +220,7 @@ def save(store: ImageStore, names: Iterable[str], out: BinaryIO | IO[bytes],
 def _compress(store: ImageStore, blob: str, kind: Compression, tmp_dir: str,
               blobs: dict[str, _Blob]) -> tuple[str, int]:
     path = os.path.join(tmp_dir, uuid.uuid4().hex)
-    with store.blobs.open(blob) as src, open(path, "wb") as fh:
+    with store.open_layer(blob, verify=True) as src, open(path, "wb") as fh:
         w = _Writer(fh)
         z = compress.compressor(kind, w)
         shutil.copyfileobj(src, z, CHUNK)
@@ -252,6 +265,11 @@ def _write(out: BinaryIO | IO[bytes], blobs: dict[str, _Blob], images: list[_Ima
             ti = _header(oci.blob_path(digest), blob.size)
             if blob.data is not None:
                 tf.addfile(ti, _BytesReader(blob.data))
+                continue
+            if blob.opener is not None:
+                with blob.opener() as src:
+                    tf.addfile(ti, _Progressing(src, blob.size, digest.split(":", 1)[1][:12],
+                                                progress, "Saving layer"))
                 continue
             assert blob.path is not None
             with open(blob.path, "rb") as fh:

@@ -1,11 +1,21 @@
 """The image store: import, commit, lookup, inspect, list, tag, and the layer chain.
 
-Images live in two places: layer tars (uncompressed; digest == diff_id) in the
-:class:`~engine.store.blobs.BlobStore`, and everything else in the
-:class:`~engine.store.meta.MetaStore`. Write order makes crashes harmless: blobs are ingested
-(under a lease) *before* the single metadata transaction that records the image and its tag, and
-blobs are deleted only *after* the transaction that forgets them. A crash therefore leaves at
-worst orphan blobs, which :meth:`ImageStore.gc` (run at startup) removes.
+Images live in two places: layer blobs in the :class:`~engine.store.blobs.BlobStore`, and
+everything else in the :class:`~engine.store.meta.MetaStore`. Write order makes crashes
+harmless: blobs are ingested (under a lease) *before* the single metadata transaction that
+records the image and its tag, and blobs are deleted only *after* the transaction that forgets
+them. A crash therefore leaves at worst orphan blobs, which :meth:`ImageStore.gc` (run at
+startup) removes.
+
+Layer blobs come in two forms: the uncompressed tar (digest == diff_id: import, commit, load)
+or, for pulled layers, the verified compressed blob as downloaded (digest != diff_id; the layer
+row records its media type). **One diff_id, either form**: each layer row names one blob; rows
+with the same diff_id may name different forms and both may be stored, each kept while a row
+names it; a layer being added reuses whatever form is stored (:meth:`stored_layer`, the
+uncompressed one preferred), so it is stored once, in the form that came first. Every reader
+of a layer's tar goes through :meth:`open_layer`, which decompresses a compressed blob (and
+can verify the diff_id); push gets a compressed blob from :meth:`compressed_layer`. Details:
+:mod:`engine.images.layerblob`.
 
 ``remove`` and ``prune`` live in :mod:`engine.images.remove`; they are re-exported as methods.
 """
@@ -13,7 +23,6 @@ worst orphan blobs, which :meth:`ImageStore.gc` (run at startup) removes.
 from __future__ import annotations
 
 import builtins
-
 import os
 import shutil
 import threading
@@ -24,7 +33,11 @@ from typing import Any, BinaryIO
 
 from engine import refs
 from engine.errors import InvalidArgument, NotFound
-from engine.images import archive, changes as _changes, config as _config, filters as _filters
+from engine.images import archive
+from engine.images import changes as _changes
+from engine.images import config as _config
+from engine.images import filters as _filters
+from engine.images.layerblob import LayerBlobs, StoredLayer
 from engine.store.blobs import BlobStore
 from engine.store.meta import ImageRow, LayerRow, MetaStore
 
@@ -84,8 +97,10 @@ class ImageRecord:
         return refs.short_id(self.id)
 
 
-class ImageStore:
+class ImageStore(LayerBlobs):
     """Images over a metadata store and a blob store (not owned: the caller closes them).
+    Layers are read, found and adopted through the :class:`LayerBlobs` methods
+    (``open_layer``, ``stored_layer``, ``compressed_layer``, ``adopt_layer``).
 
     Args:
         meta: the metadata store.
@@ -100,6 +115,8 @@ class ImageStore:
         self.clock = clock
         # serialises metadata mutations with blob deletion (see module docstring)
         self.lock = threading.RLock()
+        # compressed blobs verified (digest and diff_id) but not recorded yet: a pull in flight
+        self._verified: dict[str, StoredLayer] = {}  # diff_id → its compressed form
 
     # -- creating images -----------------------------------------------------------------------
 
@@ -204,7 +221,8 @@ class ImageStore:
                 self.meta.set_tag(target.full, image_id)
         return image_id
 
-    def record_loaded(self, images: Sequence[tuple[bytes, Sequence[tuple[str, str, int]],
+    def record_loaded(self, images: Sequence[tuple[bytes, Sequence[tuple[str, str, int] |
+                                                           tuple[str, str, int, str | None]],
                                                   Sequence[refs.Reference]]]
                       ) -> builtins.list[tuple[str, builtins.list[tuple[str, str | None]]]]:
         """Record images whose config bytes came from elsewhere (``load``), in one transaction.
@@ -213,7 +231,9 @@ class ImageStore:
         The layer blobs must already be ingested (under the caller's lease).
 
         Args:
-            images: ``(config_bytes, [(diff_id, blob_digest, size)], tags)`` per image.
+            images: ``(config_bytes, [(diff_id, blob_digest, size[, media_type])], tags)`` per
+                image; ``size`` is the uncompressed size; ``media_type`` (default None) names
+                the compression of a blob that is not the uncompressed tar (``blob != diff_id``).
 
         Returns:
             Per image ``(image_id, [(tag, previous_image_id_or_None)])``.
@@ -229,20 +249,21 @@ class ImageStore:
             except UnicodeDecodeError as e:
                 raise InvalidArgument(f"invalid image config {_config.image_id(data)}: not UTF-8") from e
             doc = _config.parse_config(text)
-            if _config.diff_ids(doc) != [d for d, _, _ in layers]:
+            if _config.diff_ids(doc) != [lay[0] for lay in layers]:
                 raise InvalidArgument(f"invalid image config {_config.image_id(data)}: "
                                       "rootfs.diff_ids do not match the layers")
             prepared.append((_config.image_id(data), text, doc, layers, tags))
         out: builtins.list[tuple[str, builtins.list[tuple[str, str | None]]]] = []
         with self.lock, self.meta.transaction():
             for image_id, text, doc, layers, tags in prepared:
-                chain = _config.chain_ids([d for d, _, _ in layers])
-                rows = [LayerRow(c, d, chain[i - 1] if i else None, blob, size)
-                        for i, (c, (d, blob, size)) in enumerate(zip(chain, layers))]
+                chain = _config.chain_ids([lay[0] for lay in layers])
+                rows = [LayerRow(c, lay[0], chain[i - 1] if i else None, lay[1], lay[2], None,
+                                 (lay[3] if len(lay) > 3 else None) if lay[1] != lay[0] else None)
+                        for i, (c, lay) in enumerate(zip(chain, layers))]
                 if self.meta.get_image(image_id) is None:
                     self.meta.put_image(ImageRow(image_id, text, str(doc.get("created") or
                                                                      _config.format_time(0)),
-                                                 sum(s for _, _, s in layers), None, time.time()),
+                                                 sum(lay[2] for lay in layers), None, time.time()),
                                         rows)
                 moved = [(t.full, self.meta.set_tag(t.full, image_id)) for t in tags]
                 out.append((image_id, moved))
@@ -364,7 +385,7 @@ class ImageStore:
 
     def layer_chain(self, image_id: str) -> builtins.list[tuple[str, str, str]]:
         """``[(chain_id, diff_id, blob_digest)]`` bottom first, to unpack as snapshots: layer
-        *i* is ``apply_layer(key=chain_id_i, parent=chain_id_{i-1}, tar=blobs.open(blob_i))``.
+        *i* is ``apply_layer(key=chain_id_i, parent=chain_id_{i-1}, tar=open_layer(blob_i))``.
 
         Raises:
             NotFound: no such image (a full id is expected).

@@ -66,7 +66,8 @@ class Unpacker:
         kernel: the Snapshots role.
         loop: the loop the kernel runs on (the caller's threads are not that loop's).
         lock: the engine's snapshot lock (serialises with container creation and snapshot GC).
-        open_blob: opens a stored layer blob (by diff_id) for the fallback apply.
+        open_blob: opens a stored layer by diff_id as its uncompressed tar, whatever form the
+            store keeps it in (``ImageStore.open_layer``), for the fallback apply.
     """
 
     def __init__(self, kernel: Any, loop: asyncio.AbstractEventLoop, lock: asyncio.Lock,

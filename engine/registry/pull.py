@@ -1,13 +1,15 @@
 """``docker pull``: manifest → platform → config → layers (in parallel, resumable) → image.
 
-Per layer, the compressed blob is streamed into a partial file
-``<root>/blobs/../tmp/pull/<hex>`` while it is hashed; an interrupted stream is resumed with
-``Range: bytes=<reached>-`` (a previous pull's partial file too — Docker starts over,
-moby#48539). Once the size and digest match the manifest's descriptor, the blob is decompressed
-(gzip, zstd or none, sniffed), checked against the layer rules (``LayerPolicy``: no escaping
-paths, no devices…) and ingested as its uncompressed tar, which must hash to the config's
-``diff_id`` — so the store holds layers exactly as ``load`` and ``import`` leave them, and the
-kernel unpacks them the same way.
+Per layer (:mod:`engine.registry.pull_layer`): the compressed blob is downloaded into a partial
+file ``<root>/tmp/pull/<hex>`` (``max_concurrent_downloads`` at once, 3 by default; resumed
+with ``Range: bytes=<reached>-`` after an interruption, a previous pull's too — Docker starts
+over, moby#48539) while, on another thread, the file is read as it grows: decompressed (gzip,
+zstd or none, sniffed), checked against the layer rules (``LayerPolicy``), hashed (the config's
+``diff_id``) and — with an unpacker — unpacked into a staged snapshot. A slow unpack never
+holds up a download. Once the digest and the diff_id match, the partial file itself is renamed
+into the blob store as the layer's blob (compressed, as downloaded: no uncompressed copy is
+written; see :mod:`engine.images.layerblob`). A layer the store has in either form is not
+downloaded.
 
 All or nothing: the image and its tag are recorded in one metadata transaction at the end; on
 any error the layer blobs this pull added are discarded (partial downloads of intact prefixes are
@@ -21,23 +23,22 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from engine import refs
 from engine.errors import EngineError, InvalidArgument, NotFound, PermissionDenied, Unavailable
-from engine.images import compress
 from engine.images.config import parse_config
-from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader
+from engine.images.layerblob import StoredLayer
 from engine.images.unpack import Staged, Unpacker
 from engine.registry import credentials as _creds
 from engine.registry import endpoints, manifests
 from engine.registry.options import RegistryOptions
 from engine.registry.progress import Progress, Reporter, short
+from engine.registry.pull_layer import LayerJob
 from engine.registry.session import Session
 
 if TYPE_CHECKING:
@@ -143,199 +144,6 @@ def fetch_small_blob(s: Session, path: str, digest: str, size: int, scopes: tupl
     return data
 
 
-class _Counting:
-    """Counts compressed bytes consumed (for "Extracting" progress)."""
-
-    def __init__(self, raw: BinaryIO, report: Callable[[int], None]) -> None:
-        self.raw, self.report, self.n = raw, report, 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.n += len(data)
-        self.report(self.n)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-
-class _Checked:
-    """Feeds the decompressed tar to the layer checker as ``ingest`` reads it."""
-
-    def __init__(self, inner: Any, what: str) -> None:
-        self.inner, self.what = inner, what
-        self.checker = TarReader(on_entry=LayerPolicy(), limits=ScanLimits())
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self.inner.read(n)
-        try:
-            if data:
-                self.checker.feed(data)
-            else:
-                self.checker.close()
-        except TarError as e:
-            raise InvalidArgument(f"{self.what} refused: {e}") from None
-        return data
-
-
-class _Tee:
-    """Passes reads through and writes them to a staged unpack as well."""
-
-    def __init__(self, inner: Any, staged: Staged) -> None:
-        self.inner, self.staged = inner, staged
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self.inner.read(n)
-        if data:
-            self.staged.write(data)
-        return data
-
-
-class _LayerJob:
-    def __init__(self, puller: _Puller, desc: manifests.Descriptor, diff_id: str) -> None:
-        self.p, self.desc, self.diff_id = puller, desc, diff_id
-        self.ident = short(desc.digest)
-        self.what = f"layer {desc.digest}"
-
-    def run(self) -> int:
-        p = self.p
-        with p.transfers.lock(self.desc.digest):
-            p.session.check_cancel()
-            if p.store.blobs.exists(self.diff_id):  # another pull finished it meanwhile
-                p.lease.add(self.diff_id)
-                if p.store.blobs.exists(self.diff_id):
-                    p.report.status("Already exists", self.ident)
-                    return p.store.blobs.size(self.diff_id)
-            partial = p.transfers.partial(self.desc.digest)
-            self.download(partial)
-            p.report.status("Verifying Checksum", self.ident)
-            p.report.status("Download complete", self.ident)
-            size = self.extract(partial)
-            try:
-                os.unlink(partial)
-            except FileNotFoundError:
-                pass
-        p.report.status("Pull complete", self.ident)
-        return size
-
-    def download(self, partial: str) -> None:
-        p, d = self.p, self.desc
-        h = hashlib.sha256()
-        offset = 0
-        if os.path.exists(partial):
-            if os.path.getsize(partial) > d.size:
-                os.unlink(partial)
-            else:
-                with open(partial, "rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        h.update(chunk)
-                        offset += len(chunk)
-        failures = 0
-        url = f"/v2/{p.path}/blobs/{d.digest}"
-        with open(partial, "ab") as out:
-            while offset < d.size:
-                p.session.check_cancel()
-                headers = {"Accept-Encoding": "identity"}
-                if offset:
-                    headers["Range"] = f"bytes={offset}-"
-                resp = p.session.request("GET", url, p.scopes, headers=headers, stream=True, ok=(200, 206, 416),
-                                         what=f"download {self.what}")
-                reached = offset
-                with contextlib.closing(resp):
-                    if resp.status_code == 416:
-                        resp.read()
-                        out.close()
-                        os.unlink(partial)
-                        raise InvalidArgument(f"download {self.what}: truncated: the registry has no bytes "
-                                              f"past {offset}, the manifest says {d.size}")
-                    if resp.status_code == 206:
-                        m = _CONTENT_RANGE.match(resp.headers.get("content-range", ""))
-                        start = int(m.group(1)) if m else -1
-                        if start != offset:
-                            start = -1
-                    else:
-                        start = 0 if not offset else -1
-                    if start < 0:  # no usable range support: start over
-                        out.seek(0)
-                        out.truncate(0)
-                        h, offset = hashlib.sha256(), 0
-                        if resp.status_code == 206:
-                            continue
-                    try:
-                        # no chunk_size: httpx would hold back a partial chunk, and those bytes
-                        # would be lost to the resume if the connection broke
-                        for chunk in resp.iter_raw():
-                            if offset + len(chunk) > d.size:
-                                out.close()
-                                os.unlink(partial)
-                                raise InvalidArgument(f"download {self.what}: size mismatch: more than the "
-                                                      f"{d.size} bytes the manifest says")
-                            out.write(chunk)
-                            h.update(chunk)
-                            offset += len(chunk)
-                            p.report.bytes("Downloading", self.ident, offset, d.size)
-                            p.session.check_cancel()
-                    except httpx.HTTPError as e:
-                        out.flush()
-                        failures = 1 if offset > reached else failures + 1
-                        if failures > p.options.max_retries:
-                            raise Unavailable(f"download {self.what}: {e} (at byte {offset} of "
-                                              f"{d.size}; a new pull resumes from there)") from None
-                        p.session._backoff(failures, None)
-                        continue
-                if offset < d.size:
-                    out.flush()
-                    failures = 1 if offset > reached else failures + 1
-                    if failures > p.options.max_retries:
-                        raise InvalidArgument(f"download {self.what}: truncated: got {offset} of {d.size} "
-                                              "bytes")
-            # no fsync: the partial file only serves a resume, and a resumed download is hashed
-            # from its first byte again (a torn partial fails the digest check and starts over)
-            out.flush()
-        got = "sha256:" + h.hexdigest()
-        if got != d.digest:
-            os.unlink(partial)
-            raise InvalidArgument(f"download {self.what}: digest mismatch: expected {d.digest}, got {got}")
-        p.report.bytes("Downloading", self.ident, offset, d.size, force=True)
-
-    def extract(self, partial: str) -> int:
-        p = self.p
-        existed = p.store.blobs.exists(self.diff_id)
-        staged = None
-        with open(partial, "rb") as raw:
-            counted = _Counting(raw, lambda n: p.report.bytes("Extracting", self.ident, n, self.desc.size))
-            dec = compress.open_sniffed(counted, self.what)  # type: ignore[arg-type]
-            try:
-                reader: Any = _Checked(dec, self.what)
-                if p.unpacker is not None:  # unpack while decompressing, hashing and storing
-                    staged = p.unpacker.stage()
-                    reader = _Tee(reader, staged)
-                try:
-                    _d, size = p.store.blobs.ingest(reader, expected_digest=self.diff_id,  # type: ignore[arg-type]
-                                                    lease=p.lease)
-                except InvalidArgument as e:
-                    if "digest mismatch" in str(e):
-                        os.unlink(partial)
-                        raise InvalidArgument(f"{self.what}: uncompressed content does not match diff_id "
-                                              f"{self.diff_id} of the image config") from None
-                    raise
-            except BaseException as e:
-                if staged is not None:
-                    staged.abort(str(e) or type(e).__name__)
-                raise
-            finally:
-                dec.close()
-        if staged is not None:
-            staged.finish()
-            with p.new_lock:
-                p.staged[self.diff_id] = staged
-        p.report.bytes("Extracting", self.ident, self.desc.size, self.desc.size, force=True)
-        if not existed:
-            with p.new_lock:
-                p.new_blobs.add(self.diff_id)
-        return size
-
-
 class _Puller:
     def __init__(self, store: ImageStore, transfers: Transfers, options: RegistryOptions,
                  session: Session, path: str, report: Reporter, lease: Any,
@@ -428,11 +236,12 @@ def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions
             if len(diff_ids) != len(man.layers):
                 raise InvalidArgument(f"{what}: the manifest has {len(man.layers)} layers but the config "
                                       f"has {len(diff_ids)} diff_ids")
-            sizes = _layers(p, list(zip(man.layers, diff_ids)), cancel)
+            stored = _layers(p, list(zip(man.layers, diff_ids)), cancel)
             tags = [ref] if ref.digest is None else []
 
             def record() -> tuple[str, list[tuple[str, str | None]]]:
-                recorded = store.record_loaded([(config, [(d, d, sizes[d]) for d in diff_ids], tags)])
+                layers = [(d, stored[d].blob, stored[d].size, stored[d].media_type) for d in diff_ids]
+                recorded = store.record_loaded([(config, layers, tags)])
                 store.meta.set_repo_digest(f"{ref.repository}@{top_digest}", recorded[0][0])
                 for desc, diff_id in zip(man.layers, diff_ids):
                     store.meta.add_layer_source(diff_id, desc.digest, desc.size, desc.media_type,
@@ -445,7 +254,9 @@ def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions
                 image_id, moved = unpacker.commit([[(d, p.staged.get(d)) for d in diff_ids]], record)
         except BaseException:
             cancel.set()
-            for digest in sorted(p.new_blobs):
+            with p.new_lock:
+                lease.digests.difference_update(p.new_blobs)  # our own lease must not keep them
+            for digest in sorted(p.new_blobs):  # (another pull's lease keeps a blob it shares)
                 with store.lock:
                     if not store.meta.blob_referenced(digest):
                         store.blobs.discard(digest)
@@ -460,19 +271,33 @@ def _pull_with(store: ImageStore, transfers: Transfers, options: RegistryOptions
 
 
 def _layers(p: _Puller, layers: list[tuple[manifests.Descriptor, str]],
-            cancel: threading.Event) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    jobs: dict[str, _LayerJob] = {}
+            cancel: threading.Event) -> dict[str, StoredLayer]:
+    """Every layer stored (leased): ``{diff_id: where}``; those stored before are reused."""
+    sizes: dict[str, StoredLayer] = {}
+    jobs: dict[str, LayerJob] = {}
+    # downloads: max_concurrent_downloads at once; decodes (decompress, check, unpack) of the
+    # layers in flight each on its own thread, reading the download as it grows, so a slow
+    # unpack never holds a download slot (engine.registry.pull_layer)
+    downloads = ThreadPoolExecutor(max_workers=max(1, p.options.max_concurrent_downloads),
+                                   thread_name_prefix="pull-dl")
+    try:
+        return _run_jobs(p, layers, cancel, sizes, jobs, downloads)
+    finally:
+        downloads.shutdown(wait=True)
+
+
+def _run_jobs(p: _Puller, layers: list[tuple[manifests.Descriptor, str]], cancel: threading.Event,
+              sizes: dict[str, StoredLayer], jobs: dict[str, LayerJob],
+              downloads: ThreadPoolExecutor) -> dict[str, StoredLayer]:
     for desc, diff_id in layers:
         if diff_id in sizes or diff_id in jobs:
             continue
-        if p.store.blobs.exists(diff_id):
-            p.lease.add(diff_id)
-            if p.store.blobs.exists(diff_id):
-                sizes[diff_id] = p.store.blobs.size(diff_id)
-                p.report.status("Already exists", short(desc.digest))
-                continue
-        jobs[diff_id] = _LayerJob(p, desc, diff_id)
+        found = p.store.stored_layer(diff_id, p.lease)
+        if found is not None:
+            sizes[diff_id] = found
+            p.report.status("Already exists", short(desc.digest))
+            continue
+        jobs[diff_id] = LayerJob(p, desc, diff_id, downloads)
         p.report.status("Pulling fs layer", short(desc.digest))
     for i, job in enumerate(jobs.values()):
         if i >= p.options.max_concurrent_downloads:
@@ -480,9 +305,9 @@ def _layers(p: _Puller, layers: list[tuple[manifests.Descriptor, str]],
     if not jobs:
         return sizes
     errors: list[BaseException] = []
-    with ThreadPoolExecutor(max_workers=max(1, p.options.max_concurrent_downloads),
-                            thread_name_prefix="pull") as pool:
-        futures: list[tuple[str, Future[int]]] = [(d, pool.submit(job.run)) for d, job in jobs.items()]
+    unpacks = max(1, min(len(jobs), p.options.max_concurrent_downloads + 2))
+    with ThreadPoolExecutor(max_workers=unpacks, thread_name_prefix="pull") as pool:
+        futures: list[tuple[str, Future[StoredLayer]]] = [(d, pool.submit(job.run)) for d, job in jobs.items()]
         for diff_id, fut in futures:
             try:
                 sizes[diff_id] = fut.result()

@@ -8,6 +8,8 @@ appear after a crash if the write order is right:
 * ``image_config``: an image whose config does not hash to its id (or is not valid);
 * ``container_image``: a container naming a missing image (legitimate after ``rmi --force``,
   but still reported).
+* with ``verify_blobs``: ``blob_digest``, a blob whose content does not hash to its name, and
+  ``layer_content``, a compressed layer blob that does not decompress to its layer's diff_id.
 
 *Orphans* are leftovers nothing refers to; they waste space and are what a crash is allowed to
 leave (``ImageStore.gc`` / ``BlobStore.clean_temp`` remove them at startup):
@@ -25,8 +27,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from engine.errors import InvalidArgument
+from engine.errors import EngineError, InvalidArgument
 from engine.images.config import parse_config
+from engine.images.layerblob import open_layer
 from engine.store.blobs import BlobStore
 from engine.store.meta import MetaStore
 
@@ -73,7 +76,8 @@ def check(meta: MetaStore, blobs: BlobStore, snapshots_present: Iterable[str] | 
     Args:
         meta, blobs: the stores.
         snapshots_present: snapshot keys the kernel has (None = skip the snapshot check).
-        verify_blobs: also re-hash every referenced blob (slow; reports ``blob_digest``).
+        verify_blobs: also re-hash every referenced blob and decompress the compressed layer
+            blobs (slow; reports ``blob_digest`` and ``layer_content``).
 
     Returns:
         The :class:`Report`.
@@ -111,6 +115,18 @@ def check(meta: MetaStore, blobs: BlobStore, snapshots_present: Iterable[str] | 
                     h.update(chunk)
             if "sha256:" + h.hexdigest() != digest:
                 report.dangling.append(Problem("blob_digest", digest, "content does not match"))
+        # a compressed layer blob must also decompress to its diff_id (engine.images.layerblob)
+        seen: set[tuple[str, str]] = set()
+        for lr in layers:
+            if lr.blob == lr.diff_id or lr.blob not in present or (lr.blob, lr.diff_id) in seen:
+                continue
+            seen.add((lr.blob, lr.diff_id))
+            try:
+                with open_layer(blobs, lr.blob, lr.diff_id, lr.size, verify=True) as f:
+                    while f.read(1 << 20):
+                        pass
+            except EngineError as e:
+                report.dangling.append(Problem("layer_content", lr.chain_id, str(e)))
     leased = blobs.leased()
     for digest in sorted(present - referenced - leased):
         report.orphans.append(Problem("blob", digest, "no layer refers to it"))

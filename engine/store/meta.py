@@ -30,7 +30,7 @@ from typing import Any
 
 from engine.errors import AlreadyExists, Conflict, Internal, NotFound
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: layers.media_type (layers kept compressed, as pulled)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS layers (
     parent   TEXT,
     blob     TEXT NOT NULL,
     size     INTEGER NOT NULL,
-    snapshot TEXT
+    snapshot TEXT,
+    media_type TEXT
 );
 CREATE TABLE IF NOT EXISTS image_layers (
     image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
@@ -91,7 +92,11 @@ CREATE TABLE IF NOT EXISTS containers (
 
 @dataclass(frozen=True, slots=True)
 class LayerRow:
-    """One layer: ``blob`` is the digest of the uncompressed tar (== ``diff_id`` for imports)."""
+    """One layer. ``blob`` is the stored blob holding it: the uncompressed tar (``blob ==
+    diff_id``: imports, commits, loads; ``media_type`` None) or a compressed form (``blob !=
+    diff_id``: a pulled layer kept as downloaded; ``media_type`` the layer media type, e.g.
+    ``application/vnd.docker.image.rootfs.diff.tar.gzip``). ``size`` is always the size of
+    the *uncompressed* tar (what ``docker images``/``history``/``system df`` show)."""
 
     chain_id: str
     diff_id: str
@@ -99,6 +104,7 @@ class LayerRow:
     blob: str
     size: int
     snapshot: str | None = None
+    media_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +181,11 @@ class MetaStore:
             elif row[0] > SCHEMA_VERSION:
                 raise Internal(f"metadata store {self.path}: schema version {row[0]} is newer than "
                                f"the supported {SCHEMA_VERSION}")
+            elif row[0] < SCHEMA_VERSION:
+                cols = {r[1] for r in self._conn.execute("PRAGMA table_info(layers)")}
+                if "media_type" not in cols:  # version 1: every layer blob was uncompressed
+                    self._conn.execute("ALTER TABLE layers ADD COLUMN media_type TEXT")
+                self._conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
 
     @property
     def schema_version(self) -> int:
@@ -225,8 +236,9 @@ class MetaStore:
         """Record a layer (no-op if ``chain_id`` is known; layers are immutable)."""
         with self.transaction():
             self._conn.execute(
-                "INSERT OR IGNORE INTO layers VALUES (?,?,?,?,?,?)",
-                (layer.chain_id, layer.diff_id, layer.parent, layer.blob, layer.size, layer.snapshot))
+                "INSERT OR IGNORE INTO layers VALUES (?,?,?,?,?,?,?)",
+                (layer.chain_id, layer.diff_id, layer.parent, layer.blob, layer.size, layer.snapshot,
+                 layer.media_type))
 
     def get_layer(self, chain_id: str) -> LayerRow | None:
         rows = self._query("SELECT * FROM layers WHERE chain_id=?", (chain_id,))
@@ -273,6 +285,18 @@ class MetaStore:
 
     def blob_referenced(self, digest: str) -> bool:
         return bool(self._query("SELECT 1 FROM layers WHERE blob=? LIMIT 1", (digest,)))
+
+    def layer_blobs(self, diff_id: str) -> list[tuple[str, int, str | None]]:
+        """``[(blob, uncompressed size, media_type)]`` the layer rows of ``diff_id`` name
+        (distinct; the uncompressed form — ``blob == diff_id`` — first)."""
+        rows = self._query("SELECT DISTINCT blob, size, media_type FROM layers WHERE diff_id=? "
+                           "ORDER BY blob != diff_id, blob", (diff_id,))
+        return [(r[0], int(r[1]), r[2]) for r in rows]
+
+    def blob_layer(self, blob: str) -> tuple[str, str | None] | None:
+        """``(diff_id, media_type)`` of a layer row naming ``blob``, or None."""
+        rows = self._query("SELECT diff_id, media_type FROM layers WHERE blob=? LIMIT 1", (blob,))
+        return (rows[0][0], rows[0][1]) if rows else None
 
     # -- images --------------------------------------------------------------------------------
 

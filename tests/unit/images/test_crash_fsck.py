@@ -122,7 +122,7 @@ def test_fsck_orphans_and_repair(images: ImageStore) -> None:
     stray = images.blobs.put_bytes(b"stray")
     tmp = Path(images.blobs.tmp_dir) / "ingest-x"
     tmp.write_bytes(b"partial")
-    images.meta._conn.execute("INSERT INTO layers VALUES (?,?,?,?,?,?)",
+    images.meta._conn.execute("INSERT INTO layers (chain_id, diff_id, parent, blob, size, snapshot) VALUES (?,?,?,?,?,?)",
                               (DIFF, DIFF, None, DIFF, 1, None))
     report = fsck.check(images.meta, images.blobs,
                         snapshots_present={"sha256:" + "e" * 64, "container-rw"})

@@ -154,3 +154,28 @@ def test_threads_share_one_connection(meta: MetaStore) -> None:
         t.join()
     assert not errors
     assert len(meta.list_containers()) == 80
+
+
+def test_version_1_store_gains_layer_media_type(tmp_path: Path) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(tmp_path / "metadata.db")
+    conn.executescript("""
+        CREATE TABLE schema_version (version INTEGER NOT NULL);
+        INSERT INTO schema_version VALUES (1);
+        CREATE TABLE layers (chain_id TEXT PRIMARY KEY, diff_id TEXT NOT NULL, parent TEXT,
+                             blob TEXT NOT NULL, size INTEGER NOT NULL, snapshot TEXT);
+    """)
+    conn.execute("INSERT INTO layers VALUES (?,?,?,?,?,?)", (L1.chain_id, L1.diff_id, None, L1.blob, 10, None))
+    conn.commit()
+    conn.close()
+    with MetaStore(tmp_path) as m:
+        assert m.schema_version == SCHEMA_VERSION == 2
+        assert m.get_layer(L1.chain_id) == L1  # media_type None: the uncompressed tar
+        gz = LayerRow("sha256:" + "d" * 64, "sha256:" + "e" * 64, None, "sha256:" + "f" * 64, 30,
+                      None, "application/vnd.oci.image.layer.v1.tar+gzip")
+        m.put_layer(gz)
+        assert m.get_layer(gz.chain_id) == gz
+        assert m.layer_blobs(gz.diff_id) == [(gz.blob, 30, gz.media_type)]
+        assert m.blob_layer(gz.blob) == (gz.diff_id, gz.media_type)
+        assert m.blob_layer("sha256:" + "9" * 64) is None
