@@ -27,28 +27,16 @@ def _need_registry() -> None:
 @pytest.fixture(scope="module")
 def registry() -> Iterator[RefRegistry]:
     _need_registry()
-    r = RefRegistry()
-    try:
-        r.start()
-    except RuntimeError as e:
-        r.stop()
-        pytest.fail(str(e))
-    yield r
-    r.stop()
+    with RefRegistry().serving() as r:
+        yield r
 
 
 @pytest.fixture(scope="module")
 def auth_registry() -> Iterator[RefRegistry]:
     _need_registry()
     pytest.importorskip("bcrypt", reason="bcrypt makes the htpasswd file")
-    r = RefRegistry(users={USER: PASSWORD})
-    try:
-        r.start()
-    except RuntimeError as e:
-        r.stop()
-        pytest.fail(str(e))
-    yield r
-    r.stop()
+    with RefRegistry(users={USER: PASSWORD}).serving() as r:
+        yield r
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -20,10 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 from aiohttp import ClientSession, web
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,6 +85,19 @@ class Process:
 
     def log(self) -> str:
         return _tail(self.log_path)
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[Any]:
+        """Start, yield ``self``, stop; a start that fails stops what it began and fails the test."""
+        try:
+            self.start()  # type: ignore[attr-defined]
+        except RuntimeError as e:
+            self.stop()
+            pytest.fail(str(e))
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -23,14 +23,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def wharfie_registry() -> Iterator[Wharfie]:
-    w = Wharfie()
-    try:
-        w.start()
-    except RuntimeError as e:
-        w.stop()
-        pytest.fail(str(e))
-    yield w
-    w.stop()
+    with Wharfie().serving() as w:
+        yield w
 
 
 async def test_wharfie_push_pull_chunked(engine: Engine, other: Engine, wharfie_registry: Wharfie) -> None:

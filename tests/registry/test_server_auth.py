@@ -28,26 +28,14 @@ USER, PW = "bob", "pw-1"
 def token_registry() -> Iterator[Wharfie]:
     pytest.importorskip("bcrypt")
     pytest.importorskip("jwt")
-    w = Wharfie(htpasswd={USER: PW}, token_auth=True)
-    try:
-        w.start()
-    except RuntimeError as e:
-        w.stop()
-        pytest.fail(str(e))
-    yield w
-    w.stop()
+    with Wharfie(htpasswd={USER: PW}, token_auth=True).serving() as w:
+        yield w
 
 
 @pytest.fixture(scope="module")
 def plain_registry() -> Iterator[Wharfie]:
-    w = Wharfie()
-    try:
-        w.start()
-    except RuntimeError as e:
-        w.stop()
-        pytest.fail(str(e))
-    yield w
-    w.stop()
+    with Wharfie().serving() as w:
+        yield w
 
 
 def _token(host: str, *scopes: str, auth: tuple[str, str] | None = (USER, PW)) -> str:
