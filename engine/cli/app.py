@@ -17,6 +17,33 @@ if TYPE_CHECKING:
 
 EXIT_DAEMON = 125
 
+_skip_finalization = False
+
+
+def skip_finalization() -> None:
+    """Declare that this command leaves no buffered file and no non-daemon thread behind, so
+    that :func:`end_process` may end the process without the interpreter's finalization (module
+    teardown and a last garbage collection: ~10 ms of a ~70 ms ``run --rm``)."""
+    global _skip_finalization
+    _skip_finalization = True
+
+
+def end_process(code: int) -> None:
+    """End the process with ``code``: with ``os._exit`` after running the atexit handlers and
+    flushing stdout/stderr if the command called :func:`skip_finalization`; otherwise return (the
+    caller exits normally)."""
+    if not _skip_finalization:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()  # first: a handler may still write to stdout
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say to it
+            pass
+    os._exit(code)
+
 
 class Exit(Exception):
     """Leave the CLI with ``code`` (after printing ``message`` to stderr, if any)."""

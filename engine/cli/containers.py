@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from engine.cli.app import App, Exit, engine_error_message, err, fail, parse_filters, pass_app
+from engine.cli.app import (
+    App,
+    Exit,
+    engine_error_message,
+    err,
+    fail,
+    parse_filters,
+    pass_app,
+    skip_finalization,
+)
 from engine.cli.runopts import build_config, create_options
 
 CONTEXT = {"ignore_unknown_options": False, "allow_interspersed_args": False}
@@ -60,6 +69,7 @@ def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_
     from engine import errors
     from engine.cli import term
 
+    skip_finalization()  # only sockets and stdio below; the stdin/signal threads are daemons
     if detach and opts["auto_remove"] and opts["restart"] not in ("no", ""):
         fail("Conflicting options: --restart and --rm")
     cid = _create(app, opts, image, command)

@@ -12,7 +12,7 @@ import sys
 import click
 
 from engine import __version__
-from engine.cli.app import EXIT_DAEMON, App, Exit, engine_error_message
+from engine.cli.app import EXIT_DAEMON, App, Exit, end_process, engine_error_message
 
 # name -> "module:attribute" ("attribute()" builds a group); imported only when invoked, so
 # ``wharfie --version`` loads click alone and ``wharfie ps`` adds just what ps needs.
@@ -93,7 +93,18 @@ def container_group() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the command, map failures to docker's exit codes."""
+    """Entry point: run the command, map failures to docker's exit codes (SystemExit).
+
+    As the process's entry (``argv`` None), a command that declared it safe ends the process
+    right here, skipping the interpreter's finalization (see :func:`app.skip_finalization`)."""
+    code = _run(argv)
+    if argv is None:
+        end_process(code)
+    if code:
+        sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     from engine.errors import EngineError
 
     debug = "-D" in (argv or sys.argv) or "--debug" in (argv or sys.argv)
@@ -102,23 +113,24 @@ def main(argv: list[str] | None = None) -> None:
     except Exit as e:
         if e.message:
             click.echo(e.message, err=True)
-        sys.exit(e.code)
+        return e.code
     except EngineError as e:
         if debug:
             raise
         click.echo(engine_error_message(e), err=True)
-        sys.exit(EXIT_DAEMON)
+        return EXIT_DAEMON
     except click.exceptions.Abort:
-        sys.exit(130)
+        return 130
     except click.ClickException as e:
         e.show()
-        sys.exit(EXIT_DAEMON)
+        return EXIT_DAEMON
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":

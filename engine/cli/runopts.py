@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from engine.api.humanize import parse_size
 from engine.cli.app import fail
 
 NS = 1_000_000_000
@@ -80,6 +79,8 @@ def _size(text: str | None, flag: str) -> int | None:
         return None
     if text == "-1":
         return -1
+    from engine.api.humanize import parse_size  # only when a size flag is given
+
     try:
         return parse_size(text)
     except ValueError:

@@ -109,8 +109,8 @@ async def wait(request: web.Request) -> web.StreamResponse:
     code = await e.container_wait(c.id, condition)
     error = c.state.error if c.state.exit_code else ""
     with contextlib.suppress(ConnectionResetError):
-        await resp.write(json.dumps(wire.wait_result(code, error)).encode() + b"\n")
-        await resp.write_eof()
+        # the result and the chunked body's end in one write: the client reads to the end
+        await resp.write_eof(json.dumps(wire.wait_result(code, error)).encode() + b"\n")
     return resp
 
 
