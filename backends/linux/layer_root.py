@@ -12,7 +12,6 @@ import collections
 import collections.abc
 import errno
 import os
-import shutil
 import stat
 import tarfile
 from collections.abc import Callable
@@ -58,7 +57,7 @@ def clean(name: str, entry: str, what: str = "entry") -> list[str]:
 
 
 
-def check_entry_limits(x: "LayerRoot", m: tarfile.TarInfo, what: str = "layer") -> None:
+def check_entry_limits(x: LayerRoot, m: tarfile.TarInfo, what: str = "layer") -> None:
     """Count ``m`` against ``x.limits`` (entries, header bytes, path length) before it is created.
 
     Raises ``OSError(EFBIG)`` past the entry or byte caps, ``OSError(EINVAL)`` for a path longer
@@ -77,13 +76,41 @@ def check_entry_limits(x: "LayerRoot", m: tarfile.TarInfo, what: str = "layer") 
                           f"{lim.max_path} bytes", m.name)
 
 
+def _read_umask() -> int | None:
+    """The process umask without changing it (``Umask:`` of /proc/self/status, Linux ≥ 4.7),
+    or None when the kernel does not say."""
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return None
+
+
 class LayerRoot:
     """The layer being unpacked: its root fd, counters for the limits, a small LRU of parent
     dir fds (consecutive entries mostly share a dir), deferred dir mtimes, and ``lower()``:
-    an fd of the parent chain's read-only union (None without a parent)."""
+    an fd of the parent chain's read-only union (None without a parent).
 
-    def __init__(self, rootfd: int, limits: LayerLimits, lower: Callable[[], int | None]) -> None:
+    ``private``: the tree below ``rootfd`` is a layer being built from empty that nothing but
+    this unpacker touches (``layers.extract``), and no dir in it can carry a default ACL (only
+    ``XATTR_OK`` xattrs are ever set). Then a new file's owner and mode are predictable, and
+    :func:`layers._file` skips the ``fchown``/``fchmod`` that would not change them
+    (:meth:`new_file_owner`, :attr:`umask`). Not for ``docker cp`` into a live container view,
+    whose dirs others may change meanwhile.
+    """
+
+    def __init__(self, rootfd: int, limits: LayerLimits, lower: Callable[[], int | None],
+                 private: bool = False) -> None:
         self.rootfd, self.limits, self.lower = rootfd, limits, lower
+        self.private = private
+        # the umask open(O_CREAT) applies, None: unknown (always fchmod); read once: the
+        # daemon never changes it (sandbox children set their own after fork)
+        self.umask = _read_umask() if private else None
+        # cached dir fd -> the owner a file created in it gets (new_file_owner)
+        self._new_owner: dict[int, tuple[int, int]] = {}
         self.per_entry = 4 * tarfile.BLOCKSIZE + 2 * limits.max_path
         self.total = 0  # file bytes + header bytes beyond the per-entry allowance
         self.entries = 0
@@ -116,17 +143,38 @@ class LayerRoot:
     def _remember(self, key: str, fd: int) -> None:
         old = self.cache.pop(key, None)
         if old is not None and old != fd:
-            os.close(old)
+            self._close(old)
         self.cache[key] = fd
         if len(self.cache) > CACHE:
-            os.close(self.cache.popitem(last=False)[1])
+            self._close(self.cache.popitem(last=False)[1])
+
+    def _close(self, fd: int) -> None:
+        self._new_owner.pop(fd, None)  # the number may come back for another dir
+        os.close(fd)
+
+    def new_file_owner(self, dfd: int, fd: int) -> tuple[int, int]:
+        """(uid, gid) that ``open(O_CREAT)`` gives a new file in the cached dir fd ``dfd``,
+        learnt from ``fd``, a file just created there: one ``fstat`` per dir, remembered until
+        some dir's owner or mode changes (:meth:`dirs_changed`). Learnt, not predicted: set-gid
+        dirs, ``grpid`` mounts and id-mapped mounts all decide it, always the same way for the
+        same dir and process."""
+        owner = self._new_owner.get(dfd)
+        if owner is None:
+            st = os.fstat(fd)
+            owner = self._new_owner[dfd] = (st.st_uid, st.st_gid)
+        return owner
+
+    def dirs_changed(self) -> None:
+        """A dir's owner or mode changed, or dirs went: forget what :meth:`new_file_owner`
+        learnt (a dir may be cached under several keys through symlinks)."""
+        self._new_owner.clear()
 
     def forget(self, keep: int = -1) -> None:
         """Drop cached dir fds (after removing a dir or symlink some cached path may run
         through), except ``keep``: the removed entry's own parent, which callers still use."""
         for key, fd in list(self.cache.items()):
             if fd != keep:
-                os.close(fd)
+                self._close(fd)
                 del self.cache[key]
 
     def _walk(self, parts: list[str], entry: str) -> int:
@@ -168,6 +216,7 @@ class LayerRoot:
         return libc.openat2(self.rootfd, "/".join(base) or ".", DIR, resolve=RESOLVE)
 
     def _implicit_dir(self, bfd: int, name: str, canon: list[str]) -> None:
+        self.dirs_changed()
         os.mkdir(name, 0o755, dir_fd=bfd)
         lst = self._lower_stat(canon)
         if lst is not None and stat.S_ISDIR(lst.st_mode):
@@ -214,10 +263,8 @@ class LayerRoot:
                     try:
                         while os.sendfile(fd, src, None, BUFSIZE) > 0:
                             pass
-                        for attr in os.listxattr(src):
-                            if attr.startswith(XATTR_OK):
-                                os.setxattr(fd, attr, os.getxattr(src, attr))
-                        set_meta_fd(fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime)
+                        attrs = [(a, os.getxattr(src, a)) for a in os.listxattr(src) if a.startswith(XATTR_OK)]
+                        set_meta_fd(fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime, attrs)
                     finally:
                         os.close(fd)
                 finally:
@@ -250,6 +297,7 @@ class LayerRoot:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
+            self.dirs_changed()
             _rmtree_at(dfd, name)
             if self.implicit:  # implicit dirs at or below it are gone
                 path = "/".join([*self.canonical(dfd), name])
@@ -261,9 +309,20 @@ class LayerRoot:
             self.forget(keep=dfd)
 
 
-def set_meta_fd(fd: int, uid: int, gid: int, mode: int, mtime: float) -> None:
-    os.fchown(fd, uid, gid)  # before chmod: chown clears set-id bits
-    os.fchmod(fd, mode)
+def set_meta_fd(fd: int, uid: int, gid: int, mode: int, mtime: float,
+                xattrs: collections.abc.Iterable[tuple[str, bytes]] = (),
+                chown: bool = True, chmod: bool = True) -> None:
+    """Owner, mode, ``xattrs``, then times of ``fd``, in that order: chown clears the set-id
+    bits and ``security.capability``, and none of them may come after the times.
+
+    ``chown``/``chmod`` False: the caller knows ``fd`` already has that owner/mode.
+    """
+    if chown:
+        os.fchown(fd, uid, gid)
+    if chmod:
+        os.fchmod(fd, mode)
+    for attr, value in xattrs:
+        os.setxattr(fd, attr, value)
     ns = int(mtime * 1_000_000_000)
     os.utime(fd, ns=(ns, ns))
 

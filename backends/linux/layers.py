@@ -14,6 +14,11 @@ Python 3.11.7 the "data" filter is bypassed by a symlink chain longer than PATH_
 * names are cleaned lexically first: a leading ``/`` is stripped, ``..`` climbing above the root
   is refused.
 
+Cost: a regular file of a layer (built privately, from empty) takes ``openat`` (with its final
+mode), ``write`` (straight from the stream buffer), ``utimensat`` and ``close``; ``fchown`` and
+``fchmod`` only when ``open`` could not already give the entry's owner and mode (``_file``).
+Parent dir fds are cached (``LayerRoot.dir``), dir mtimes set once at the end.
+
 OCI whiteouts become overlayfs whiteouts: ``dir/.wh.name`` → a 0/0 char device ``dir/name``,
 ``dir/.wh..wh..opq`` → ``trusted.overlay.opaque="y"`` on ``dir``. A hardlink to a file of a
 parent layer copies that file up first (as overlayfs would), read from the read-only union of
@@ -36,7 +41,6 @@ from typing import IO
 
 from backends.linux import libc
 from backends.linux.layer_root import (
-    check_entry_limits,
     BUFSIZE,
     DIR,
     HEADER_CAP,
@@ -47,11 +51,13 @@ from backends.linux.layer_root import (
     XATTR_OK,
     LayerRoot,
     bad,
+    check_entry_limits,
     clean,
     is_whiteout,
     set_meta_fd,
 )
 from engine.kernel import LayerLimits
+
 
 class _Source:
     """The raw stream as tarfile's (forward-only) file object.
@@ -113,6 +119,23 @@ class _Source:
             out = b"".join(parts)
         self.last = (start, out)
         return out
+
+    def copy_to(self, fd: int, n: int) -> None:
+        """Write the next ``n`` bytes of the stream to ``fd``, one ``write`` per ``BUFSIZE``:
+        straight from the buffer when it holds them (no copy), else gathered by :meth:`read`;
+        a short stream raises ``tarfile.ReadError``."""
+        while n:
+            k = min(n, BUFSIZE)
+            if len(self.buf) - self.off >= k:
+                view = memoryview(self.buf)[self.off:self.off + k]
+                self.off += k
+            else:
+                view = memoryview(self.read(k))
+                if len(view) < k:
+                    raise tarfile.ReadError("unexpected end of data")
+            while view:
+                view = view[os.write(fd, view):]
+            n -= k
 
     def seek(self, pos: int, whence: int = 0) -> int:
         assert whence == 0
@@ -180,6 +203,7 @@ def _apply(x: LayerRoot, tf: tarfile.TarFile, m: tarfile.TarInfo, parts: list[st
     if not parts:
         if not m.isdir():
             raise bad(m.name, "the layer root must be a directory")
+        x.dirs_changed()
         set_meta_fd(x.rootfd, m.uid, m.gid, m.mode & 0o7777, m.mtime)
         x.dir_times[""] = m.mtime
         return
@@ -226,6 +250,7 @@ def _mkdir(x: LayerRoot, dfd: int, name: str, parts: list[str], m: tarfile.TarIn
     fd = os.open(name, DIR | os.O_NOFOLLOW, dir_fd=dfd)
     x.implicit.discard("/".join(parts))  # its own entry sets its metadata
     x._remember("/".join(parts), fd)  # the next entries most likely go inside it
+    x.dirs_changed()
     os.fchown(fd, m.uid, m.gid)
     os.fchmod(fd, m.mode & 0o7777)
     for attr, value in _xattrs(m):
@@ -234,34 +259,51 @@ def _mkdir(x: LayerRoot, dfd: int, name: str, parts: list[str], m: tarfile.TarIn
 
 
 def _file(x: LayerRoot, tf: tarfile.TarFile, dfd: int, name: str, m: tarfile.TarInfo) -> None:
+    """Create the regular file ``name`` in ``dfd`` (an existing one of this layer is replaced)
+    with the entry's data, owner, mode, xattrs and mtime. ``dfd``: a cached dir fd
+    (:meth:`LayerRoot.dir`).
+
+    Syscalls per file in a private layer (:attr:`LayerRoot.private`), the common case of an
+    entry owned by us with plain permission bits that the umask keeps: ``openat`` (with the
+    final mode), ``write``, ``utimensat``, ``close``. ``fchown`` only when the owner
+    ``open(O_CREAT)`` gave is not the entry's (:meth:`LayerRoot.new_file_owner`), ``fchmod``
+    only for set-id/sticky bits or bits the umask took (set after the data and the chown:
+    writing or chown may clear set-id bits).
+    """
     # the file's data is content, not header: move the header-cap mark past it (a file bigger
     # than HEADER_CAP must not look like a header bomb)
     x.mark = m.offset_data + m.size
+    mode = m.mode & 0o7777
+    # permission bits at open time, when the umask keeps them all (x.umask is only known for
+    # a private layer, where no default ACL can replace the umask; the daemon never raises its
+    # umask); set-id and sticky bits only by fchmod below
+    early = x.umask is not None and not mode & 0o7000 and not mode & x.umask
     flags = os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY | os.O_CLOEXEC
+    create_mode = mode if early else 0o600
     try:
-        fd = os.open(name, flags, 0o600, dir_fd=dfd)
+        fd = os.open(name, flags, create_mode, dir_fd=dfd)
     except FileExistsError:
         x.clear(dfd, name)
-        fd = os.open(name, flags, 0o600, dir_fd=dfd)
+        fd = os.open(name, flags, create_mode, dir_fd=dfd)
     try:
         if m.sparse is not None:
             src: IO[bytes] | None = tf.extractfile(m)
             assert src is not None
-            read: Callable[[int], bytes] = src.read
+            left = m.size
+            while left:
+                chunk = src.read(min(left, BUFSIZE))
+                if not chunk:
+                    raise tarfile.ReadError("unexpected end of data")
+                left -= len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
         else:
-            read = tf.fileobj.read  # the stream (our _Source), at the data
-        left = m.size
-        while left:
-            chunk = read(min(left, BUFSIZE))
-            if not chunk:
-                raise tarfile.ReadError("unexpected end of data")
-            left -= len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
-        for attr, value in _xattrs(m):
-            os.setxattr(fd, attr, value)
-        set_meta_fd(fd, m.uid, m.gid, m.mode & 0o7777, m.mtime)
+            source = tf.fileobj  # our _Source, at the data
+            assert isinstance(source, _Source)
+            source.copy_to(fd, m.size)
+        owned = x.private and x.new_file_owner(dfd, fd) == (m.uid, m.gid)
+        set_meta_fd(fd, m.uid, m.gid, mode, m.mtime, _xattrs(m), chown=not owned, chmod=not early)
     finally:
         os.close(fd)
 
@@ -309,7 +351,7 @@ def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], 
         which the lower layers did not have (see :func:`adopt_parent_dirs`).
     """
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    x = LayerRoot(rootfd, limits, lower)
+    x = LayerRoot(rootfd, limits, lower, private=True)
     reader = _Source(tar, x)
     try:
         with tarfile.open(fileobj=reader, mode="r:") as tf:  # type: ignore[call-overload]

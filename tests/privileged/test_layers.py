@@ -11,6 +11,7 @@ import io
 import os
 import pathlib
 import stat
+import struct
 import tarfile
 
 import pytest
@@ -235,3 +236,61 @@ def test_enospc_leaves_nothing(tmp_path: pathlib.Path) -> None:
         assert run(k.list()) == [] and [n for n in os.listdir(k._snapshots_dir) if n.isdigit()] == []
     finally:
         libc.umount2(str(small))
+
+
+def _meta(p: pathlib.Path) -> tuple[int, int, int, int]:
+    st = p.lstat()
+    return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0])
+def test_owner_and_mode_shortcuts_keep_exact_metadata(snaps: SnapKernel, umask: int) -> None:
+    """The unpacker skips fchown/fchmod when open(O_CREAT) already gives the entry's owner and
+    mode: set-gid dirs (also reached through a symlink alias, and made set-gid after files
+    went in), set-id bits, bits the umask takes, and a dir replaced by a symlink all still
+    end with exactly the entry's metadata."""
+    t = 1_300_000_000
+    data = tar_of(
+        (ti("p", tarfile.DIRTYPE, mode=0o755), None),
+        (ti("p/a", mode=0o644, mtime=t), b"a"),  # ours, plain bits: neither chown nor chmod
+        (ti("l", tarfile.SYMTYPE, "p"), None),
+        (ti("l/b", mode=0o640, uid=1000, gid=1000, mtime=t), b"b"),  # via an alias: chown
+        (ti("p", tarfile.DIRTYPE, mode=0o2775, gid=50), None),  # the same dir becomes set-gid
+        (ti("l/c", mode=0o644, mtime=t), b"c"),  # would inherit gid 50: chown back to 0
+        (ti("p/d", mode=0o644, gid=50, mtime=t), b"d"),  # gid 50 is the inherited one
+        (ti("p/e", mode=0o4755, mtime=t), b"e"),  # set-uid: fchmod after the data
+        (ti("p/g", mode=0o2755, uid=1000, gid=1000, mtime=t), b"g"),  # set-gid kept past chown
+        (ti("p/w", mode=0o666, mtime=t), b"w"),  # bits a 022 umask takes
+        (ti("p/z", mode=0o000, mtime=t), b"z"),
+        (ti("q", tarfile.DIRTYPE), None), (ti("q/x"), b"x"),
+        (ti("q", tarfile.SYMTYPE, "p"), None),  # the dir goes, its name is now a symlink …
+        (ti("q/y", mode=0o600, uid=7, gid=8, mtime=t), b"y"))  # … this lands in p/
+    old = os.umask(umask)
+    try:
+        run(snaps.apply_layer("o", None, io.BytesIO(data)))
+    finally:
+        os.umask(old)
+    d = layer_dir(snaps, "o")
+    want = {"a": (0o644, 0, 0), "b": (0o640, 1000, 1000), "c": (0o644, 0, 0), "d": (0o644, 0, 50),
+            "e": (0o4755, 0, 0), "g": (0o2755, 1000, 1000), "w": (0o666, 0, 0), "z": (0o000, 0, 0),
+            "y": (0o600, 7, 8)}
+    assert {n: _meta(d / "p" / n) for n in want} == {n: (*w, t) for n, w in want.items()}
+    assert (d / "p/y").read_bytes() == b"y" and os.readlink(d / "q") == "p"
+    assert _meta(d / "p")[:3] == (0o2775, 0, 50) and not (d / "p/x").exists()
+    run(snaps.remove("o"))
+
+
+def test_file_capabilities_survive_the_owner_change(snaps: SnapKernel) -> None:
+    """security.capability is set after fchown (chown drops it), for any owner."""
+    cap = struct.pack("<5I", 0x02000001, 1 << 13, 0, 0, 0)  # v2, effective cap_net_raw
+    members = []
+    for name, uid in (("ping", 0), ("ping1000", 1000)):
+        m = ti(name, mode=0o755, uid=uid, gid=uid)
+        m.pax_headers = {"SCHILY.xattr.security.capability": cap.decode("utf-8", "surrogateescape")}
+        members.append((m, b"\x7fELF"))
+    run(snaps.apply_layer("c", None, io.BytesIO(tar_of(*members))))
+    d = layer_dir(snaps, "c")
+    for name, uid in (("ping", 0), ("ping1000", 1000)):
+        assert os.getxattr(d / name, "security.capability") == cap
+        assert _meta(d / name)[:3] == (0o755, uid, uid)
+    run(snaps.remove("c"))
