@@ -1,7 +1,7 @@
 """``python -m vm``: the VM harness's command line. See vm/README.md.
 
-    python -m vm test [--suite ci|full|custom] [--keep] [--backend qemu|vagrant] [--cgroup v2|v1]
-                      [--timeout SECONDS] [-- PYTEST ARGS...]
+    python -m vm test [--suite ci|cgroup|full|custom] [--keep] [--backend qemu|vagrant]
+                      [--cgroup v2|v1] [--then-v1] [--timeout SECONDS] [-- PYTEST ARGS...]
     python -m vm up [--backend ...] [--cgroup ...] [--no-provision]
     python -m vm ssh [-- COMMAND...]
     python -m vm destroy
@@ -74,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t = sub.add_parser("test", help="boot, install, run a suite, check the host, destroy")
     vm_opts(t)
-    t.add_argument("--suite", choices=["ci", "full", "custom"], default="ci")
+    t.add_argument("--suite", choices=["ci", "cgroup", "full", "custom"], default="ci")
     t.add_argument("--keep", action="store_true", help="leave the VM running afterwards")
     t.add_argument("--timeout", type=float, default=3600, help="the suite's limit, seconds")
+    t.add_argument("--then-v1", action="store_true",
+                   help="after the suite (on v2), kexec the VM into cgroup v1 and run the cgroup suite")
     u = sub.add_parser("up", help="boot, sync the checkout to /vagrant and install wharfie")
     vm_opts(u)
     u.add_argument("--no-provision", action="store_true")
@@ -129,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
              + f"; ssh -F {machine.ssh_config()} wharfie-vm")
         return 0
     try:
-        return harness.test_cycle(args.backend, args.suite, args.cgroup, args.keep, passthrough, args.timeout)
+        return harness.test_cycle(args.backend, args.suite, args.cgroup, args.keep, passthrough, args.timeout,
+                                  then_v1=args.then_v1)
     except KeyboardInterrupt as e:
         info(f"interrupted ({e})")
         return 130

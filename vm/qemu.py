@@ -84,8 +84,15 @@ class QemuMachine:
             "-display", "none", "-serial", f"file:{self.console_path}", "-no-reboot",
         ]
 
-    def up(self, boot_timeout: float = 600) -> None:
+    def up(self, boot_timeout: float | None = None) -> None:
+        """Boot and wait for SSH (``VM_BOOT_TIMEOUT`` seconds, default 300; TCG boots in 20-35 s).
+
+        Raises:
+            BootError: no SSH in time or qemu exited (qemu's output and the console's tail).
+        """
         assert self.box is not None
+        if boot_timeout is None:
+            boot_timeout = float(os.environ.get("VM_BOOT_TIMEOUT", 300))
         RUN_DIR.mkdir(parents=True, exist_ok=True)
         self.disk.unlink(missing_ok=True)
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2",

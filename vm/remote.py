@@ -76,5 +76,19 @@ def pull(ssh_config: Path, src: str, dest: Path) -> bool:
     return r.returncode == 0
 
 
+def ssh_status(ssh_config: Path, command: str, timeout: float) -> int:
+    """Exit status of ``command`` (as the ssh user) run by the OpenSSH client, never hanging:
+    killed after ``timeout`` seconds (124 then; 255 when SSH failed). For a VM that may reboot
+    under us (kexec): a paramiko session whose peer vanished behind QEMU's user-mode NAT waits
+    forever, since nothing resets the forwarded loopback connection."""
+    cmd = ["ssh", "-F", str(ssh_config), "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
+           HOST_ALIAS, command]
+    try:
+        return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=timeout, check=False).returncode
+    except subprocess.TimeoutExpired:
+        return 124
+
+
 def _quote(s: str) -> str:
     return "'" + s.replace("'", "'\\''") + "'"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a wharfie test suite inside the VM, as root, against the real Linux backend.
-#   vm/run-tests.sh ci|full|custom [pytest args...]
+#   vm/run-tests.sh ci|cgroup|full|custom [pytest args...]
 # ci:     the kernel contract (incl. the cgroup tests) and the privileged lifecycle/isolation smoke
+# cgroup: the cgroup tests alone (kernel contract, privileged, joining a cgroup): the v1 variant
 # full:   everything, the kernel and engine contracts with --backend linux
 # custom: only the given pytest args
 # Writes vm/results/junit-<suite>.xml and pytest-<suite>.log; records the host state before the
@@ -17,12 +18,15 @@ export WHARFIE_TEST_PROFILE=ci
 
 case "$suite" in
   ci)     paths=(tests/contract/kernel tests/privileged) ;;
+  cgroup) paths=(tests/contract/kernel/test_cgroups.py tests/privileged/test_cgroups.py
+                 tests/privileged/test_sandbox.py::test_joins_the_cgroup_before_unsharing_its_namespace
+                 tests/privileged/test_sandbox.py::test_missing_cgroup_is_file_not_found) ;;
   full)   paths=(tests) ;;
   custom) paths=() ;;
-  *) echo "run-tests.sh: unknown suite $suite (ci|full|custom)" >&2; exit 2 ;;
+  *) echo "run-tests.sh: unknown suite $suite (ci|cgroup|full|custom)" >&2; exit 2 ;;
 esac
 existing=()
-for p in "${paths[@]}"; do [ -e "$p" ] && existing+=("$p"); done
+for p in "${paths[@]}"; do [ -e "${p%%::*}" ] && existing+=("$p"); done
 
 snapshot() {  # the host state the leak checks compare: mounts, cgroups, links, netns, processes
   local d=/var/tmp/wharfie-vm/$1

@@ -20,6 +20,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import IO
 
+from backends.linux.fdstack import DirStack
 from backends.linux.layer_root import BUFSIZE, OPAQUE_XATTR, WH_OPAQUE, WH_PREFIX, is_whiteout
 
 _EXPORT_XATTRS = ("user.", "security.capability")
@@ -90,16 +91,15 @@ def _xattrs(ti: tarfile.TarInfo, fd: int) -> None:
 
 def _walk(tf: tarfile.TarFile, rootfd: int, first_path: dict[tuple[int, int], str]) -> None:
     """Depth-first, names sorted, parents first. An explicit stack of dir fds rather than
-    recursion: a container can nest dirs deeper than Python's recursion limit."""
-    stack: list[tuple[int, str, Iterator[str]]] = [(rootfd, "", iter(sorted(os.listdir(rootfd))))]
-    try:
+    recursion (a container can nest dirs deeper than Python's recursion limit), holding a bounded
+    number of them open (``fdstack.DirStack``: not one fd per level)."""
+    with DirStack[tuple[str, Iterator[str]]]() as stack:
+        stack.push(rootfd, ("", iter(sorted(os.listdir(rootfd)))), owned=False)
         while stack:
-            dfd, prefix, names = stack[-1]
+            dfd, (prefix, names) = stack.top()
             name = next(names, None)
             if name is None:
                 stack.pop()
-                if dfd != rootfd:
-                    os.close(dfd)
                 continue
             sub = _entry(tf, dfd, name, prefix + name, first_path)
             if sub is not None:
@@ -108,11 +108,7 @@ def _walk(tf: tarfile.TarFile, rootfd: int, first_path: dict[tuple[int, int], st
                 except BaseException:
                     os.close(sub)
                     raise
-                stack.append((sub, prefix + name + "/", children))
-    finally:
-        for dfd, _, _ in stack:
-            if dfd != rootfd:
-                os.close(dfd)
+                stack.push(sub, (prefix + name + "/", children))
 
 
 def _entry(tf: tarfile.TarFile, dfd: int, name: str, path: str,

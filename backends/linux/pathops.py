@@ -10,9 +10,10 @@ mounted by the engine for the copy). Everything below it is reached from an fd o
   component is looked at with ``fstatat(AT_SYMLINK_NOFOLLOW)`` (``lstat`` semantics) unless the
   path ends with ``/`` or ``/.``;
 * ``archive`` walks directories through fds opened with ``O_NOFOLLOW`` (as
-  ``backends.linux.diff``): a running container swapping a dir for a symlink while we read cannot
-  make us read a host file; symlinks are archived as symlinks; other mounts below the view (in the
-  host's namespace) are included;
+  ``backends.linux.diff``; a bounded number open at a time, ``backends.linux.fdstack``): a
+  running container swapping a dir for a symlink while we read cannot make us read a host file;
+  symlinks are archived as symlinks; other mounts below the view (in the host's namespace) are
+  included;
 * ``extract`` is ``backends.linux.pathops_extract``: the layer unpacker's confined resolution.
 
 Blocking work runs in a worker thread (``asyncio.to_thread``).
@@ -32,6 +33,7 @@ from typing import BinaryIO
 
 from backends.linux import libc, overlay, pathops_extract
 from backends.linux.diff import _Exactly
+from backends.linux.fdstack import DirStack
 from backends.linux.layer_root import BUFSIZE, RESOLVE
 from engine.kernel import LayerLimits
 from engine.kernel_fs import PathStat
@@ -178,19 +180,18 @@ class _Writer:
     def entry(self, dfd: int, name: str, arc: str, st: os.stat_result) -> None:
         """Add ``name`` of dir fd ``dfd`` (``""``: ``dfd`` itself) as ``arc``, a dir with
         everything below it (depth-first, names sorted; an explicit stack, not recursion: a
-        container may nest dirs deeper than Python's recursion limit)."""
+        container may nest dirs deeper than Python's recursion limit, and a ``DirStack`` that
+        keeps a bounded number of them open, not one fd per level)."""
         if not stat.S_ISDIR(st.st_mode):
             self._leaf(dfd, name, arc, st)
             return
-        stack: list[tuple[int, str, Iterator[str]]] = []
-        try:
+        with DirStack[tuple[str, Iterator[str]]]() as stack:
             self._dir(stack, dfd, name, arc)
             while stack:
-                fd, top, names = stack[-1]
+                fd, (top, names) = stack.top()
                 sub = next(names, None)
                 if sub is None:
                     stack.pop()
-                    os.close(fd)
                     continue
                 try:
                     sst = os.stat(sub, dir_fd=fd, follow_symlinks=False)
@@ -200,11 +201,8 @@ class _Writer:
                     self._dir(stack, fd, sub, posixpath.join(top, sub))
                 else:
                     self._leaf(fd, sub, posixpath.join(top, sub), sst)
-        finally:
-            for fd, _, _ in stack:
-                os.close(fd)
 
-    def _dir(self, stack: list[tuple[int, str, Iterator[str]]], dfd: int, name: str, arc: str) -> None:
+    def _dir(self, stack: DirStack[tuple[str, Iterator[str]]], dfd: int, name: str, arc: str) -> None:
         """Add the dir's own entry and push it (its fd, name, children) on ``stack``."""
         try:
             fd = os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=dfd) if name else \
@@ -213,7 +211,12 @@ class _Writer:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return  # replaced meanwhile
             raise
-        stack.append((fd, arc, iter(sorted(os.listdir(fd)))))
+        try:
+            names = iter(sorted(os.listdir(fd)))
+        except BaseException:
+            os.close(fd)
+            raise
+        stack.push(fd, (arc, names))
         ti = self._info(arc if arc == "." else arc + "/", os.fstat(fd), fd)
         ti.type = tarfile.DIRTYPE
         self.tf.addfile(ti)

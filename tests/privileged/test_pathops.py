@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import pathlib
+import resource
 import tarfile
 from collections.abc import Iterator
 from typing import Any
@@ -73,7 +74,22 @@ def deep_tree(top: pathlib.Path) -> str:
     return "/".join(["n"] * DEPTH) + "/leaf"
 
 
+@pytest.fixture
+def default_fd_limit() -> Iterator[None]:
+    """The soft RLIMIT_NOFILE of a stock login (1024), where this CI host's is higher: a walk
+    holding one fd per level fails at this depth (EMFILE, as it did in the Debian VM)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("default_fd_limit")
 def test_deep_trees_archive_extract_diff_and_remove(kernel: Any, tmp_path: pathlib.Path) -> None:
+    assert DEPTH > resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
     async def scenario() -> None:
         await kernel.apply_layer("base", None, io.BytesIO(make_tar(("dir", "tmp"), ("dir", "w"))))
         await kernel.prepare("ctr", "base")

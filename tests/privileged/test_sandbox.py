@@ -83,15 +83,26 @@ def test_shared_namespaces_are_honoured(rig: Rig) -> None:
     assert (r.code, r.out.decode().strip()) == (0, os.uname().nodename)
 
 
+def _pids_cgroup_dir() -> tuple[str, str, str]:
+    """(the host directory that holds pids cgroups, how the container sees its own cgroup.procs,
+    the line of /proc/self/cgroup naming it): the unified hierarchy on cgroup v2 (``0::``), the
+    ``pids`` controller's mount on v1 or hybrid hosts (``N:pids:``)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "/sys/fs/cgroup", "/sys/fs/cgroup/cgroup.procs", "^0::"
+    return "/sys/fs/cgroup/pids", "/sys/fs/cgroup/pids/cgroup.procs", ":pids:"
+
+
 def test_joins_the_cgroup_before_unsharing_its_namespace(rig: Rig) -> None:
-    cg = f"/sys/fs/cgroup/pids/wharfie-sbx-test-{os.getpid()}"
+    base, inside, line = _pids_cgroup_dir()
+    cg = f"{base}/wharfie-sbx-test-{os.getpid()}"
     os.mkdir(cg)
     try:
-        r = rig.sh("grep pids /proc/self/cgroup; cat /sys/fs/cgroup/pids/cgroup.procs; true",
+        # v1: "N:pids:/"; v2: "0::/" — the cgroup namespace's root is our cgroup either way
+        r = rig.sh(f"grep '{line}' /proc/self/cgroup; cat {inside}; true",
                    cgroup_procs=(f"{cg}/cgroup.procs",))
         assert r.code == 0, r.err
         lines = r.out.decode().split()
-        assert lines[0].endswith(":pids:/")  # the cgroup namespace's root is our cgroup
+        assert lines[0].endswith(":/"), lines
         assert lines[1] == "1" and len(lines) == 3  # sh (pid 1) and cat
     finally:
         os.rmdir(cg)
@@ -99,7 +110,7 @@ def test_joins_the_cgroup_before_unsharing_its_namespace(rig: Rig) -> None:
 
 def test_missing_cgroup_is_file_not_found(rig: Rig) -> None:
     with pytest.raises(FileNotFoundError) as ei:
-        rig.run("true", cgroup_procs=("/sys/fs/cgroup/pids/wharfie-nope/cgroup.procs",))
+        rig.run("true", cgroup_procs=(f"{_pids_cgroup_dir()[0]}/wharfie-nope/cgroup.procs",))
     assert "wharfie-nope" in ei.value.filename
 
 

@@ -128,12 +128,30 @@ def test_no_leaked_processes(host: Any) -> None:
 
 
 def test_daemon_socket_permissions(host: Any) -> None:
-    run_dir = host.file("/run/wharfie")
-    if not run_dir.exists:
-        pytest.skip("no daemon ran in this suite")
-    assert run_dir.user == "root" and not run_dir.mode & 0o002, "state dir writable by others"
-    sock = host.file("/run/wharfie/wharfie.sock")
-    if not sock.exists:
-        pytest.skip("the daemon is stopped and removed its socket")
-    # Docker's convention: root-owned, no access for others (srw-rw---- root:docker)
-    assert sock.is_socket and sock.user == "root" and not sock.mode & 0o007, oct(sock.mode)
+    """wharfied as a user starts it (root, the default socket): the socket is root-owned and
+    closed to others (Docker's srw-rw---- root:docker; ours names the ``wharfie`` group), its
+    directory not writable by others, root is answered and an unprivileged user refused. The
+    daemon is stopped again and leaves no process behind."""
+    sock, pidfile = "/run/wharfie/wharfie.sock", "/run/wharfie-vm-check.pid"
+    log = f"{SNAPSHOTS}/wharfied.log"
+    assert not host.run("pgrep -f '[w]harfied'").stdout.strip(), "a daemon is already running"
+    r = host.run(f"setsid -f wharfied -p {pidfile} --log-file {log} </dev/null >/dev/null 2>&1; "
+                 f"for i in $(seq 600); do [ -S {sock} ] && exit 0; sleep 0.1; done; exit 1")
+    try:
+        assert r.rc == 0, f"wharfied made no socket in 60 s:\n{host.run(f'tail -20 {log}').stdout}"
+        run_dir = host.file("/run/wharfie")
+        assert run_dir.user == "root" and not run_dir.mode & 0o002, "state dir writable by others"
+        f = host.file(sock)
+        assert f.is_socket and f.user == "root", (f.user, oct(f.mode))
+        assert f.mode & 0o777 == 0o660, oct(f.mode)
+        ok = host.run(f"wharfie -H unix://{sock} version")
+        assert ok.rc == 0 and "Server" in ok.stdout, ok
+        # vagrant is in neither root's nor the socket's group: refused by the kernel
+        assert "wharfie" not in host.run("id -nG vagrant").stdout.split()
+        denied = host.run(f"runuser -u vagrant -- wharfie -H unix://{sock} version")
+        assert denied.rc != 0 and "ermission denied" in denied.stdout + denied.stderr, denied
+    finally:
+        host.run(f"kill $(cat {pidfile}) 2>/dev/null; for i in $(seq 300); do "
+                 f"pgrep -f '[w]harfied' >/dev/null || exit 0; sleep 0.1; done")
+    assert not host.run("pgrep -a -f '[w]harfie'").stdout.strip(), "wharfied outlived SIGTERM"
+    assert not host.file(sock).exists, "the stopped daemon left its socket"
