@@ -37,7 +37,8 @@ async def test_logs_follow_streams_until_exit(engine: Engine) -> None:
 
 
 async def test_logs_rotate_by_default(engine: Engine) -> None:
-    c = await engine.container_create(sh("yes 0123456789012345678901234567890123456789 | head -n 400000"))
+    # 12 MB in 12k long lines (cheap to log even under emulation) exceeds the default 10 MB file
+    c = await engine.container_create(sh(f"yes {'x' * 1000} | head -n 12000"))
     assert c.spec.log_max_size > 0 and c.spec.log_max_files >= 2
     await engine.container_start(c.id)
     await engine.container_wait(c.id)
