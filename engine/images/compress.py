@@ -1,7 +1,8 @@
 """Layer and archive compression: sniffing, streaming decompression with bomb guards, and
 deterministic compression for ``save``.
 
-gzip, bzip2 and xz come from the standard library; zstd needs the optional ``zstandard``
+gzip, bzip2 and xz come from the standard library; gzip input is read with ISA-L's ``isal``
+(2-3x faster, same format and checks) when installed; zstd needs the optional ``zstandard``
 package (:data:`HAVE_ZSTD`): without it zstd input is refused with NotImplemented_, and zstd
 output is unavailable.
 """
@@ -23,6 +24,17 @@ try:  # optional at run time (listed in pyproject's dependencies)
     import zstandard as _zstd
 except ImportError:  # pragma: no cover - depends on the environment
     _zstd = None
+
+_GzipReader: Any = gzip.GzipFile
+_gzip_errors: tuple[type[Exception], ...] = ()
+try:  # optional at run time (listed in pyproject's dependencies)
+    from isal import igzip as _igzip
+    from isal import isal_zlib as _isal_zlib
+
+    _GzipReader = _igzip.GzipFile
+    _gzip_errors = (_isal_zlib.error,)
+except ImportError:  # pragma: no cover - depends on the environment
+    pass
 
 HAVE_ZSTD = _zstd is not None
 CHUNK = 1024 * 1024
@@ -54,6 +66,11 @@ class CountingReader:
         self.count += len(data)
         return data
 
+    def readinto(self, buf: bytearray | memoryview) -> int:  # isal's reader asks for it
+        data = self.read(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
     def readable(self) -> bool:
         return True
 
@@ -78,7 +95,7 @@ class Decompressed:
         if kind is Compression.NONE:
             self._inner = fileobj
         elif kind is Compression.GZIP:
-            self._inner = gzip.GzipFile(fileobj=fileobj, mode="rb")
+            self._inner = _GzipReader(fileobj=fileobj, mode="rb")
         elif kind is Compression.BZIP2:
             self._inner = bz2.BZ2File(fileobj, mode="rb")
         elif kind is Compression.XZ:
@@ -94,7 +111,7 @@ class Decompressed:
     def read(self, n: int = -1) -> bytes:
         try:
             data: bytes = self._inner.read(CHUNK if n is None or n < 0 else n)
-        except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as e:
+        except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError, *_gzip_errors) as e:
             raise InvalidArgument(f"{self.what}: corrupt or truncated {self.kind} data: {e}") from e
         except Exception as e:  # zstandard.ZstdError is not an OSError
             if _zstd is not None and isinstance(e, _zstd.ZstdError):
