@@ -39,13 +39,20 @@ DEFAULT_CAPS: frozenset[str] = frozenset({
 PR_SET_KEEPCAPS = 8
 
 
+_LAST_CAP: list[int] = []  # cached: a constant of the running kernel
+
+
 def last_cap() -> int:
-    """The highest capability number this kernel knows (``/proc/sys/kernel/cap_last_cap``)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as fh:
-            return min(int(fh.read()), len(NAMES) - 1)
-    except (OSError, ValueError):
-        return len(NAMES) - 1
+    """The highest capability number this kernel knows (``/proc/sys/kernel/cap_last_cap``).
+
+    Read once per process (a fork server reads it before forking: see ``sandbox.preload``)."""
+    if not _LAST_CAP:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap") as fh:
+                _LAST_CAP.append(min(int(fh.read()), len(NAMES) - 1))
+        except (OSError, ValueError):
+            return len(NAMES) - 1
+    return _LAST_CAP[0]
 
 
 def all_caps() -> frozenset[str]:

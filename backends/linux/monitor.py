@@ -10,8 +10,8 @@ and shares the zygote's pages copy-on-write. One monitor per spawned sandbox and
    runs ``sandbox.init_main``; ``exec``: ``setns`` into the target's pid namespace then fork → the
    child runs ``sandbox.exec_main``. A child that fails sends ``{errno, strerror, filename}`` on the
    error pipe; EOF on it means execve succeeded;
-4. replies ``{"pid", "monitor"}`` (plus pidfds of both, by SCM_RIGHTS) or ``{"error": [...]}``,
-   writes ``state.json`` before replying;
+4. replies ``{"pid", "monitor", "state"}`` (plus pidfds of both, by SCM_RIGHTS) or
+   ``{"error": [...]}``, writes ``state.json`` before replying;
 5. loops (poll, no asyncio): output → log and attached clients; client frames → stdin / resize;
    child exit → drain, flush the log, write ``exit.json`` atomically, send the exit frame, exit.
 
@@ -39,6 +39,7 @@ import sys
 import termios
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from backends.linux import libc
@@ -84,13 +85,18 @@ class Monitor:
         self.clients: dict[int, _Client] = {}
         self.status: dict[str, int] | None = None
         self._child_fds: list[int] = []
+        self.state: dict[str, Any] = {}
 
     # -- start ----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Create the stdio and fork the child. Raises the child's OSError if its exec failed."""
+        """Create the stdio and fork the child. Raises the child's OSError if its exec failed.
+
+        The child prepares its sandbox while this process sets up the log, the attach socket
+        and the state record (the two run in parallel); it waits on the ``gate`` pipe before
+        its security steps and ``execve``, so nothing of the container runs unless all of
+        this succeeded. ``state.json`` appears only once the exec did.
+        """
         spec, stdio = self.spec, self.spec.stdio
-        if stdio.log is not None:
-            self.log = LogWriter(stdio.log.path, stdio.log.max_size, stdio.log.max_files)
         if self.tty:
             self.master, slave = os.openpty()
             os.set_blocking(self.master, False)
@@ -107,15 +113,8 @@ class Monitor:
             err_r, err_w = os.pipe()
             self.out = {out_r: OUT, err_r: ERR}
             self._child_fds = [r, out_w, err_w]
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        dfd = os.open(self.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            self.listener.bind(sock_path(dfd))
-        finally:
-            os.close(dfd)
-        self.listener.listen(16)
-        self.listener.setblocking(False)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
         if self.op == "spawn":
             assert isinstance(spec, SpawnSpec)
             if Namespace.PID in spec.namespaces:
@@ -125,27 +124,60 @@ class Monitor:
         pid = os.fork()
         if pid == 0:
             os.close(err_r)
-            self._child(err_w)
+            os.close(gate_w)
+            self._child(err_w, gate_r)
         self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
         os.close(err_w)
+        os.close(gate_r)
         for fd in set(self._child_fds):
             os.close(fd)
         self._child_fds = []
+        state_path = os.path.join(self.dir, "state.json")
+        try:
+            self.pidfd = os.pidfd_open(pid)
+            self._setup_monitor()
+            state = {"op": self.op, "pid": pid, "start": start_ticks(pid), "monitor": os.getpid(),
+                     "monitor_start": start_ticks(os.getpid()), "started": time.time(),
+                     "tty": self.tty, "stdin": stdio.stdin_open}
+            state.update(self.req.get("state", {}))
+            with open(state_path + ".tmp", "w") as fh:  # runtime state: no fsync (see _finish)
+                json.dump(state, fh)
+        except BaseException:
+            os.close(gate_w)  # EOF on the gate: the child gives up before running anything
+            os.close(err_r)
+            os.waitpid(pid, 0)
+            with contextlib.suppress(OSError):
+                os.unlink(state_path + ".tmp")
+            raise
+        with contextlib.suppress(BrokenPipeError):  # the child failed already: its report says why
+            os.write(gate_w, b"G")
+        os.close(gate_w)
         report = bytearray()
         while chunk := os.read(err_r, 4096):
             report += chunk
         os.close(err_r)
         if report:
             os.waitpid(pid, 0)
+            os.unlink(state_path + ".tmp")
             err = json.loads(report)
             raise OSError(err["errno"], err["strerror"], *([err["filename"]] if err["filename"] else []))
-        state = {"op": self.op, "pid": pid, "start": start_ticks(pid), "monitor": os.getpid(),
-                 "monitor_start": start_ticks(os.getpid()), "started": time.time(),
-                 "tty": self.tty, "stdin": stdio.stdin_open}
-        state.update(self.req.get("state", {}))
-        write_json(os.path.join(self.dir, "state.json"), state, sync=False)  # on the spawn path
+        os.replace(state_path + ".tmp", state_path)
+        self.state = state
         self.started = time.monotonic()
+
+    def _setup_monitor(self) -> None:
+        """The monitor's own side of the stdio: the json-file log and the attach socket."""
+        log = self.spec.stdio.log
+        if log is not None:
+            self.log = LogWriter(log.path, log.max_size, log.max_files)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dfd = os.open(self.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.listener.bind(sock_path(dfd))
+        finally:
+            os.close(dfd)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
 
     def _enter_target_pidns(self) -> None:
         target = self.req["target"]
@@ -160,7 +192,7 @@ class Monitor:
         finally:
             os.close(fd)
 
-    def _child(self, err_w: int) -> NoReturn:
+    def _child(self, err_w: int, gate: int) -> NoReturn:
         """In the forked child: stdio on 0-2, a session (and controlling tty), then the sandbox."""
         try:
             for i, fd in enumerate(self._child_fds):
@@ -174,12 +206,12 @@ class Monitor:
             signal.pthread_sigmask(signal.SIG_SETMASK, [])
             if self.op == "spawn":
                 self.sandbox.init_main(self.spec, cgroup_procs=self.req["cgroup_procs"],
-                                       netns_path=self.req["netns_path"])
+                                       netns_path=self.req["netns_path"], gate=gate)
             else:
                 init = self.req.get("init_spec")
                 self.sandbox.exec_main(self.req["target"], self.spec, self.req["init_cwd"],
                                        cgroup_procs=self.req["cgroup_procs"],
-                                       init_spec=decode_spawn(init) if init else None)
+                                       init_spec=decode_spawn(init) if init else None, gate=gate)
             raise OSError(errno.EIO, "sandbox entry returned")
         except OSError as e:
             report = {"errno": e.errno or errno.EIO, "strerror": e.strerror or str(e),
@@ -378,8 +410,11 @@ class Monitor:
             self._drop(fd)
 
 
-def serve(conn_fd: int, sandbox_module: str) -> NoReturn:
-    """Entry point of a monitor freshly forked by the zygote (fd 0-2 are /dev/null or a log)."""
+def serve(conn_fd: int, sandbox_module: str, replied: Callable[[], None] | None = None) -> NoReturn:
+    """Entry point of a monitor freshly forked by the zygote (fd 0-2 are /dev/null or a log).
+
+    ``replied`` is called once the daemon has its answer (or the monitor failed): the zygote
+    forks the next spare then, not while this start still needs the CPU."""
     code = 0
     try:
         os.chdir("/")
@@ -397,15 +432,23 @@ def serve(conn_fd: int, sandbox_module: str) -> NoReturn:
             mon.abort()
             send_msg(conn, {"error": [e.errno, e.strerror, e.filename]})
             conn.close()
+            if replied is not None:
+                replied()
             os._exit(0)
         selffd = os.pidfd_open(os.getpid())
-        send_msg(conn, {"pid": mon.pid, "monitor": os.getpid()}, [mon.pidfd, selffd])
+        send_msg(conn, {"pid": mon.pid, "monitor": os.getpid(), "state": mon.state},
+                 [mon.pidfd, selffd])
         os.close(selffd)
         conn.close()
+        if replied is not None:
+            replied()
+            replied = None
         mon.run()
     except BaseException:  # noqa: BLE001 - a monitor never unwinds into the zygote's loop
         traceback.print_exc()
         code = 1
     with contextlib.suppress(Exception):
+        if replied is not None:
+            replied()
         sys.stderr.flush()
     os._exit(code)

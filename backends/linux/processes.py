@@ -248,8 +248,7 @@ class LinuxProcesses:
 
     async def _px_start(self, path: str, request: dict[str, Any]) -> Pid:
         """Have the zygote fork a monitor for ``request``; the new process's pid once exec'd."""
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(None, self._px_zygote_client().call, request)
+        call = asyncio.ensure_future(self._px_zygote_client().call_async(request))
         try:
             reply, fds = await asyncio.shield(call)
         except asyncio.CancelledError:  # the monitor goes on: record its outcome when it comes
@@ -274,8 +273,11 @@ class LinuxProcesses:
             shutil.rmtree(path, ignore_errors=True)
             code, msg, filename = reply.get("error") or (errno.EIO, "monitor failed", None)
             raise OSError(code, msg, *(() if filename is None else (filename,)))
-        with open(os.path.join(path, "state.json")) as fh:
-            proc = _Proc(path, json.load(fh))
+        state = reply.get("state")
+        if state is None:  # a monitor that did not send it: the record it wrote
+            with open(os.path.join(path, "state.json")) as fh:
+                state = json.load(fh)
+        proc = _Proc(path, state)
         proc.pidfd, proc.monfd = fds
         self._px_register(proc)
         return Pid(proc.pid)
@@ -298,10 +300,11 @@ class LinuxProcesses:
         netns_path = self._netns_path(spec.netns) if spec.netns else None
         path = os.path.join(self.exec_root, "sandboxes", f"{spec.id}.{secrets.token_hex(4)}")
         os.mkdir(path, 0o700)
-        request = {"op": "spawn", "dir": path, "spec": encode(spec), "cgroup_procs": cgroup_procs,
+        wire = encode(spec)
+        request = {"op": "spawn", "dir": path, "spec": wire, "cgroup_procs": cgroup_procs,
                    "netns_path": netns_path,
                    "state": {"id": spec.id, "rootfs": rootfs, "netns": spec.netns,
-                             "cgroup": spec.cgroup, "cwd": spec.cwd or "/", "spec": encode(spec)}}
+                             "cgroup": spec.cgroup, "cwd": spec.cwd or "/", "spec": wire}}
         self._px_spawning[spec.id] = rootfs
         try:
             return await self._px_start(path, request)

@@ -61,14 +61,19 @@ _PRIVATE_NS = ((Namespace.UTS, libc.CLONE_NEWUTS), (Namespace.IPC, libc.CLONE_NE
                (Namespace.CGROUP, libc.CLONE_NEWCGROUP))
 
 
-def init_main(spec: SpawnSpec, *, cgroup_procs: list[str], netns_path: str | None) -> NoReturn:
+def init_main(spec: SpawnSpec, *, cgroup_procs: list[str], netns_path: str | None,
+              gate: int | None = None) -> NoReturn:
     """Turn this process (PID 1 of a new pid namespace) into the container's init and exec it.
 
     Raises:
         OSError: any step failed (``FileNotFoundError`` for a missing rootfs, cgroup, netns,
         cwd or executable; ``PermissionError`` for a non-executable; ``OSError(EINVAL)`` for
         an unknown user/group or capability; ``OSError(EPERM)`` naming an rlimit that cannot
-        be raised).
+        be raised; ``OSError(ECANCELED)`` when the caller closed ``gate`` without a byte).
+
+    ``gate``: an fd to read one byte from before the security steps and ``execve`` (see
+    :func:`wait_gate`), so the caller can prepare its side in parallel and still stop us
+    before anything of the container runs.
     """
     os.umask(0o022)
     if not os.path.isdir(spec.rootfs):
@@ -101,11 +106,12 @@ def init_main(spec: SpawnSpec, *, cgroup_procs: list[str], netns_path: str | Non
             os.makedirs(spec.cwd, 0o755, exist_ok=True)
         except OSError as e:
             raise OSError(e.errno, f"create working directory {spec.cwd}: {e.strerror}", spec.cwd) from None
-    _finish(spec.argv, spec.env, spec.cwd or "/", spec.user, capset, spec.no_new_privileges, profile)
+    _finish(spec.argv, spec.env, spec.cwd or "/", spec.user, capset, spec.no_new_privileges, profile,
+            gate)
 
 
 def exec_main(target_pid: int, spec: ExecSpec, init_spec_cwd: str, *, cgroup_procs: list[str],
-              init_spec: SpawnSpec | None = None) -> NoReturn:
+              init_spec: SpawnSpec | None = None, gate: int | None = None) -> NoReturn:
     """Join the sandbox of ``target_pid`` (already in its pid namespace) and exec ``spec.argv``.
 
     The container's security settings are taken from ``init_spec`` when given, otherwise read
@@ -151,7 +157,7 @@ def exec_main(target_pid: int, spec: ExecSpec, init_spec_cwd: str, *, cgroup_pro
         for _, _, fd in fds:
             os.close(fd)
     os.chdir("/")  # setns(mnt) moved root and cwd to the container's root already
-    _finish(spec.argv, spec.env, spec.cwd or init_spec_cwd or "/", spec.user, capset, nnp, profile)
+    _finish(spec.argv, spec.env, spec.cwd or init_spec_cwd or "/", spec.user, capset, nnp, profile, gate)
 
 
 # ---- steps ---------------------------------------------------------------------------------
@@ -210,11 +216,31 @@ def _setup_mounts(spec: SpawnSpec) -> None:
         sandbox_mounts.remount_ro("/")
 
 
+def wait_gate(gate: int | None) -> None:
+    """Block until the caller writes a byte on ``gate`` (None: no gate); EOF means give up.
+
+    Raises:
+        OSError(ECANCELED): the caller closed the gate without a byte.
+    """
+    if gate is None:
+        return
+    while True:
+        try:
+            go = os.read(gate, 1)
+            break
+        except InterruptedError:
+            continue
+    os.close(gate)
+    if not go:
+        raise OSError(errno.ECANCELED, "start cancelled by the monitor")
+
+
 def _finish(argv: tuple[str, ...], env: tuple[str, ...], cwd: str, user: str, capset: frozenset[str],
-            nnp: bool, profile: bytes | None) -> NoReturn:
-    """Inside the container: user, capabilities, no_new_privs, seccomp, fds, execve."""
+            nnp: bool, profile: bytes | None, gate: int | None = None) -> NoReturn:
+    """Inside the container: (the gate), user, capabilities, no_new_privs, seccomp, fds, execve."""
     if not argv:
         raise OSError(errno.EINVAL, "empty command")
+    wait_gate(gate)
     uid, gid, groups, home = resolve_user("/", user)
     envl = list(env)
     if env_get(envl, "HOME") is None:
@@ -249,12 +275,17 @@ def preload() -> None:
     """Warm a fork server (the zygote): build Docker's default seccomp program for the default
     capabilities once (~30 ms), so containers forked from here install it in microseconds."""
     _compile(None, DEFAULT_CAPS)
+    caps.last_cap()
 
 
 def _compile(profile_spec: str | None, capset: frozenset[str]) -> bytes | None:
     """The seccomp BPF program for ``--security-opt seccomp=<profile_spec>`` (None: none).
 
     Runs before pivot_root: a profile file and libseccomp are host files."""
+    if not profile_spec:
+        cached = seccomp.cached_bpf("default", capset)
+        if cached is not None:  # the fork server built it (no profile to build per container)
+            return cached
     profile = seccomp.resolve_profile(profile_spec)
     if profile is None:
         return None

@@ -216,10 +216,19 @@ def _mount_cgroups(root: Root, ro: int) -> None:
         return
     with root.target("/sys/fs/cgroup", None) as t:
         _mount("tmpfs", "tmpfs", t, "tmpfs", NOSUID_NODEV_NOEXEC, "mode=755", shown="/sys/fs/cgroup")
-    for mnt, fstype, sopts in mounts:
-        opts = ",".join(o for o in sopts.split(",") if o not in ("rw", "ro"))
-        with root.target(mnt) as t:
-            _mount(fstype, "cgroup", t, fstype, flags, opts or None, shown=mnt)
+    # our fresh tmpfs: nothing in it is the image's, so plain mkdir under its fd (no openat2 walk)
+    cgfd = L.openat2(root.fd, "/sys/fs/cgroup", os.O_PATH | os.O_DIRECTORY)
+    try:
+        base = f"/proc/self/fd/{cgfd}"
+        for mnt, fstype, sopts in mounts:
+            rel = mnt[len("/sys/fs/cgroup/"):]
+            if not rel or rel.startswith(".") or "/.." in rel or "/./" in rel:
+                raise OSError(errno.EINVAL, f"unexpected cgroup mount point {mnt}", mnt)
+            os.makedirs(f"{base}/{rel}", 0o755, exist_ok=True)
+            opts = ",".join(o for o in sopts.split(",") if o not in ("rw", "ro"))
+            _mount(fstype, "cgroup", f"{base}/{rel}", fstype, flags, opts or None, shown=mnt)
+    finally:
+        os.close(cgfd)
     if ro:
         with root.target("/sys/fs/cgroup", None) as t:
             _mount("read-only", None, t, None, L.MS_REMOUNT | NOSUID_NODEV_NOEXEC | L.MS_RDONLY,

@@ -27,7 +27,7 @@ from typing import Any
 from backends.linux import libc
 from backends.linux.seccomp_default import default_profile
 
-__all__ = ["bpf_for", "compile_profile", "default_profile", "export_bpf", "install", "install_bpf", "load",
+__all__ = ["bpf_for", "cached_bpf", "compile_profile", "default_profile", "export_bpf", "install", "install_bpf", "load",
            "prepare", "resolve_profile"]
 
 _ACTIONS = {
@@ -241,6 +241,11 @@ def export_bpf(prepared: Prepared) -> bytes:
 
 
 _BPF_CACHE: dict[tuple[str, frozenset[str]], bytes] = {}
+
+
+def cached_bpf(cache_key: str, caps: frozenset[str]) -> bytes | None:
+    """The program :func:`bpf_for` cached under ``cache_key`` for ``caps``, if any."""
+    return _BPF_CACHE.get((cache_key, caps))
 
 
 def bpf_for(profile: dict[str, Any], caps: frozenset[str], cache_key: str | None = None) -> bytes:

@@ -75,6 +75,31 @@ async def test_spawn_error_classes_leave_nothing(rig: Rig, argv: tuple[str, ...]
     assert k._leaks_processes() == []
 
 
+async def test_monitor_setup_failure_runs_nothing(rig: Rig, tmp_path: pathlib.Path) -> None:
+    """The monitor opens the log while the child prepares the sandbox; the child waits for its
+    go before exec, so a log that cannot be opened fails the spawn with nothing run."""
+    k = rig.kernel
+    (tmp_path / "afile").write_text("")
+    log = LogSpec(str(tmp_path / "afile" / "log.json"), 1 << 20, 1)
+    with pytest.raises(NotADirectoryError):
+        await rig.spawn("sh", "-c", "echo ran > /tmp/marker", stdio=StdioSpec(log=log))
+    assert not os.path.exists(os.path.join(rig.rootfs, "tmp", "marker"))
+    assert os.listdir(os.path.join(k.exec_root, "sandboxes")) == []
+    assert await k.sandboxes() == []
+    assert k._leaks_processes() == []
+
+
+async def test_concurrent_spawns(rig: Rig) -> None:
+    """Starts in flight together each get a monitor (the zygote forks the next spare at once
+    when a request waits, not only after the current monitor replied)."""
+    k = rig.kernel
+    pids = await asyncio.gather(*(rig.spawn("sh", "-c", f"exit {i}") for i in range(6)))
+    assert len(set(pids)) == 6
+    for i, pid in enumerate(pids):
+        assert await k.wait(pid, timeout=10) == ExitStatus(code=i)
+        await k.release(pid)
+
+
 async def test_wait_timeout_and_pid1_ignores_sigterm(rig: Rig) -> None:
     k = rig.kernel
     loop = asyncio.get_running_loop()
