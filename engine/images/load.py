@@ -45,7 +45,7 @@ from engine.images import compress, oci
 from engine.images.archive import Compression
 from engine.images.config import host_platform, parse_config
 from engine.images.layerblob import StoredLayer
-from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader, clean_name
+from engine.images.tarscan import CheckedStream, LayerPolicy, ScanLimits, TarError, TarReader, clean_name
 from engine.images.unpack import Staged, Unpacker
 
 if TYPE_CHECKING:
@@ -421,24 +421,6 @@ def _plan_manifest(arc: _Archive, doc: Any, what: str) -> _Plan:
     return _Plan(config, cdigest, layers)
 
 
-class _CheckingReader:
-    """Feeds what ``ingest`` reads to a layer checker; the checker's verdict ends the read."""
-
-    def __init__(self, inner: compress.Decompressed, checker: TarReader, what: str) -> None:
-        self.inner, self.checker, self.what = inner, checker, what
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.inner.read(n)
-        try:
-            if data:
-                self.checker.feed(data)
-            else:
-                self.checker.close()
-        except TarError as e:
-            raise _bad(f"{self.what}: {_describe(e)}") from None
-        return data
-
-
 def load(store: ImageStore, stream: BinaryIO | IO[bytes], progress: Progress | None = None,
          limits: LoadLimits | None = None, unpacker: Unpacker | None = None,
          ) -> list[tuple[str, list[str], list[tuple[str, str | None]]]]:
@@ -568,8 +550,8 @@ def _ingest(store: ImageStore, layer: _Layer, lim: LoadLimits, lease: Any,
     assert m.path is not None
     with open(m.path, "rb") as raw:
         dec = compress.Decompressed(raw, kind, f"{what} ({m.digest})", lim.bomb)
-        reader = _CheckingReader(dec, TarReader(on_entry=LayerPolicy(), limits=lim.layer),
-                                 f"{what} ({m.digest})")
+        reader = CheckedStream(dec, TarReader(on_entry=LayerPolicy(), limits=lim.layer),
+                               lambda e: _bad(f"{what} ({m.digest}): {_describe(e)}"))
         try:
             _got, size = store.blobs.ingest(reader, expected_digest=diff_id,  # type: ignore[arg-type]
                                             lease=lease)

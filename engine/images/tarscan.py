@@ -369,6 +369,28 @@ class LayerPolicy:
                                "of the same layer (symlink escape)", entry)
 
 
+class CheckedStream:
+    """Reads ``inner`` and feeds every chunk to ``checker`` (e.g. a :class:`LayerPolicy`
+    reader) on its way to the caller; the checker's verdict ends the read: a
+    :class:`TarError` becomes the exception ``error(e)`` makes (with the entry's name in it).
+    An empty read (the end) closes the checker, so a truncated archive is refused too."""
+
+    def __init__(self, inner: BinaryIO | object, checker: TarReader,
+                 error: Callable[[TarError], Exception]) -> None:
+        self.inner, self.checker, self.error = inner, checker, error
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self.inner.read(n)  # type: ignore[attr-defined]
+        try:
+            if data:
+                self.checker.feed(data)
+            else:
+                self.checker.close()
+        except TarError as e:
+            raise self.error(e) from None
+        return data
+
+
 def scan_file(f: BinaryIO, reader: TarReader) -> None:
     """Run ``reader`` over the seekable tar file ``f``, seeking over file content it does not
     want (no ``on_data``): reading a layer's headers costs its headers, not its bytes.

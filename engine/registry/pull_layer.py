@@ -27,14 +27,14 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import httpx
 
 from engine.errors import EngineError, InvalidArgument, Unavailable
 from engine.images import compress
 from engine.images.layerblob import StoredLayer, media_type_for
-from engine.images.tarscan import LayerPolicy, ScanLimits, TarError, TarReader
+from engine.images.tarscan import CheckedStream, LayerPolicy, ScanLimits, TarReader
 from engine.images.unpack import Staged
 from engine.registry import manifests
 from engine.registry.progress import short
@@ -44,25 +44,6 @@ if TYPE_CHECKING:
 
 CHUNK = 256 * 1024
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
-
-
-class _Checked:
-    """Feeds the decompressed tar to the layer checker as it is read."""
-
-    def __init__(self, inner: Any, what: str) -> None:
-        self.inner, self.what = inner, what
-        self.checker = TarReader(on_entry=LayerPolicy(), limits=ScanLimits())
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self.inner.read(n)
-        try:
-            if data:
-                self.checker.feed(data)
-            else:
-                self.checker.close()
-        except TarError as e:
-            raise InvalidArgument(f"{self.what} refused: {e}") from None
-        return data
 
 
 class _Restart(Exception):
@@ -221,7 +202,8 @@ class LayerJob:
             try:
                 dec = compress.open_sniffed(tail, self.what)  # type: ignore[arg-type]
                 try:
-                    reader = _Checked(dec, self.what)
+                    reader = CheckedStream(dec, TarReader(on_entry=LayerPolicy(), limits=ScanLimits()),
+                                           lambda e: InvalidArgument(f"{self.what} refused: {e}"))
                     while data := reader.read(CHUNK):
                         h.update(data)
                         size += len(data)
