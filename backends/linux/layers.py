@@ -339,6 +339,33 @@ def _hardlink(x: LayerRoot, m: tarfile.TarInfo, parts: list[str]) -> None:
         os.close(sfd)
 
 
+def stream_into(x: LayerRoot, tar: IO[bytes],
+                apply: Callable[[tarfile.TarFile, tarfile.TarInfo], None], what: str) -> None:
+    """Stream the tar ``tar`` entry by entry through ``apply`` (no TarInfo kept), require the
+    end-of-archive marker, then set the directory times ``x`` deferred. A corrupt, truncated or
+    unterminated archive raises ``OSError(EINVAL)`` "``what`` at <entry>: …" naming the entry;
+    ``x`` forgets its cached directory fds whatever happens."""
+    reader = _Source(tar, x)
+    try:
+        with tarfile.open(fileobj=reader, mode="r:") as tf:  # type: ignore[call-overload]
+            while True:
+                m = tf.next()
+                if m is None:
+                    break
+                tf.members.clear()  # streaming: do not keep every TarInfo
+                x.current = m.name
+                apply(tf, m)
+                x.mark = tf.offset
+            end = reader.block_at(tf.offset)
+        if len(end) != tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("missing end-of-archive marker")
+        _fix_dir_times(x)
+    except (tarfile.TarError, EOFError, UnicodeError) as e:
+        raise OSError(errno.EINVAL, f"{what} at {x.current!r}: {e}", x.current) from None
+    finally:
+        x.forget()
+
+
 def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], int | None]) -> list[str]:
     """Unpack the uncompressed tar stream ``tar`` into the (empty) directory ``root``.
 
@@ -352,25 +379,9 @@ def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], 
     """
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     x = LayerRoot(rootfd, limits, lower, private=True)
-    reader = _Source(tar, x)
     try:
-        with tarfile.open(fileobj=reader, mode="r:") as tf:  # type: ignore[call-overload]
-            while True:
-                m = tf.next()
-                if m is None:
-                    break
-                tf.members.clear()  # streaming: do not keep every TarInfo
-                x.current = m.name
-                apply_member(x, tf, m)
-                x.mark = tf.offset
-            end = reader.block_at(tf.offset)
-        if len(end) != tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
-            raise tarfile.ReadError("missing end-of-archive marker")
-        _fix_dir_times(x)
-    except (tarfile.TarError, EOFError, UnicodeError) as e:
-        raise OSError(errno.EINVAL, f"corrupt/truncated layer at {x.current!r}: {e}", x.current) from None
+        stream_into(x, tar, lambda tf, m: apply_member(x, tf, m), "corrupt/truncated layer")
     finally:
-        x.forget()
         os.close(rootfd)
     return sorted(x.implicit)
 

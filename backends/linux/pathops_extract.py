@@ -29,7 +29,7 @@ import tarfile
 from typing import IO
 
 from backends.linux.layer_root import LayerRoot, check_entry_limits, clean
-from backends.linux.layers import _create, _file, _fix_dir_times, _mkdir, _Source
+from backends.linux.layers import _create, _file, _mkdir, stream_into
 from engine.kernel import LayerLimits
 
 
@@ -37,25 +37,7 @@ def extract(rootfd: int, destfd: int, tar: IO[bytes], no_overwrite: bool, limits
     """Unpack ``tar`` into the dir ``destfd`` (resolved below ``rootfd``, the view's root)."""
     x = LayerRoot(rootfd, limits, lambda: None)
     dest = x.canonical(destfd)
-    reader = _Source(tar, x)
-    try:
-        with tarfile.open(fileobj=reader, mode="r:") as tf:  # type: ignore[call-overload]
-            while True:
-                m = tf.next()
-                if m is None:
-                    break
-                tf.members.clear()  # streaming: do not keep every TarInfo
-                x.current = m.name
-                _member(x, tf, m, dest, no_overwrite)
-                x.mark = tf.offset
-            end = reader.block_at(tf.offset)
-        if len(end) != tarfile.BLOCKSIZE or end.count(0) != tarfile.BLOCKSIZE:
-            raise tarfile.ReadError("missing end-of-archive marker")
-        _fix_dir_times(x)
-    except (tarfile.TarError, EOFError, UnicodeError) as e:
-        raise OSError(errno.EINVAL, f"invalid archive at {x.current!r}: {e}", x.current) from None
-    finally:
-        x.forget()
+    stream_into(x, tar, lambda tf, m: _member(x, tf, m, dest, no_overwrite), "invalid archive")
 
 
 def _member(x: LayerRoot, tf: tarfile.TarFile, m: tarfile.TarInfo, dest: list[str],
