@@ -14,8 +14,10 @@ and uploads everything), and the peers take turns (the order alternates per run)
     python -m bench.registry_push [--scale 1.0] [--backend linux] [--runs 3] [--wharfied]
                                   [--start-dockerd | --docker-host unix:///run/docker.sock]
 
-Prints each peer's median and the sorted runs, and the ratios to dockerd.
-Goal (issue 6): push <= 0.3x docker's time.
+Prints each peer's median and the sorted runs, and the ratios to dockerd; and, as this box's
+timings swing with other load, the CPU seconds each push cost: the pusher (the engine's own
+process; dockerd + the docker CLI) and the registry (the same Debian registry either way).
+Goal (issue 6): push <= 0.3x docker's time (a cold push: nothing cached, every layer compressed).
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import asyncio
 import contextlib
 import io
 import os
+import resource
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+
+import httpx
 
 from bench.registry import layer
 from engine.bootstrap import make_engine
@@ -79,7 +84,53 @@ def docker(host: str, *args: str) -> None:
     subprocess.run(["docker", "-H", host, *args], check=True, capture_output=True)
 
 
-def docker_push(host: str, name: str, run: int) -> float:
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu(who: int) -> float:
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
+
+
+Sample = tuple[float, float, float, int]  # wall, pusher CPU, registry CPU (seconds), layer bytes sent
+
+
+def layer_bytes(reg: RefRegistry, ref: str) -> int:
+    """The compressed size of the layers the registry now holds for ``ref`` (its manifest's sum)."""
+    path, tag = ref.split("/", 1)[1].rsplit(":", 1)
+    r = httpx.get(f"http://{reg.host}/v2/{path}/manifests/{tag}", timeout=30,
+                  headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json, "
+                                     "application/vnd.oci.image.manifest.v1+json"})
+    r.raise_for_status()
+    return sum(int(layer["size"]) for layer in r.json()["layers"])
+
+
+def docker_push(host: str, name: str, run: int) -> Sample:
+    pidfile = os.path.join(os.path.dirname(host.removeprefix("unix://")), "docker.pid")
+    with open(pidfile) as fh:
+        daemon = int(fh.read().strip())
+    with fresh_registry() as reg:
+        ref = f"{reg.host}/bench/{name}:{run}"
+        docker(host, "tag", f"bench/{name}:1", ref)
+        os.sync()
+        assert reg.proc is not None
+        c0 = proc_cpu(daemon) + own_cpu(resource.RUSAGE_CHILDREN)
+        r0 = proc_cpu(reg.proc.pid)
+        t0 = time.perf_counter()
+        docker(host, "push", ref)
+        took = time.perf_counter() - t0
+        cpu = proc_cpu(daemon) + own_cpu(resource.RUSAGE_CHILDREN) - c0
+        reg_cpu = proc_cpu(reg.proc.pid) - r0
+        size = layer_bytes(reg, ref)
+        docker(host, "rmi", ref)
+    return took, cpu, reg_cpu, size
+
+
+def docker_push_wall(host: str, name: str, run: int) -> Sample:
     with fresh_registry() as reg:
         ref = f"{reg.host}/bench/{name}:{run}"
         docker(host, "tag", f"bench/{name}:1", ref)
@@ -87,20 +138,25 @@ def docker_push(host: str, name: str, run: int) -> float:
         t0 = time.perf_counter()
         docker(host, "push", ref)
         took = time.perf_counter() - t0
+        size = layer_bytes(reg, ref)
         docker(host, "rmi", ref)
-    return took
+    return took, float("nan"), float("nan"), size
 
 
-async def engine_push(eng: Engine, name: str, run: int) -> float:
+async def engine_push(eng: Engine, name: str, run: int) -> Sample:
     with fresh_registry() as reg:
         ref = f"{reg.host}/bench/{name}:{run}"
         eng.image_tag(f"bench/{name}:1", ref)
         os.sync()
+        assert reg.proc is not None
+        c0, r0 = own_cpu(resource.RUSAGE_SELF), proc_cpu(reg.proc.pid)
         t0 = time.perf_counter()
         await eng.image_push(ref)
         took = time.perf_counter() - t0
+        cpu, reg_cpu = own_cpu(resource.RUSAGE_SELF) - c0, proc_cpu(reg.proc.pid) - r0
+        size = layer_bytes(reg, ref)
         eng.image_remove(ref)
-    return took
+    return took, cpu, reg_cpu, size
 
 
 async def run(args: argparse.Namespace, docker_host: str | None, wharfied_host: str | None, tmp: str,
@@ -115,7 +171,7 @@ async def run(args: argparse.Namespace, docker_host: str | None, wharfied_host: 
             if host:
                 for path in archives.values():
                     docker(host, "load", "-i", path)
-        times: dict[tuple[str, str], list[float]] = {}
+        times: dict[tuple[str, str], list[Sample]] = {}
         for r in range(args.runs):
             for name in archives:
                 peers: list[tuple[str, str | None]] = [("engine", None)]
@@ -127,20 +183,28 @@ async def run(args: argparse.Namespace, docker_host: str | None, wharfied_host: 
                     peers.reverse()
                 for who, host in peers:
                     if host is None:
-                        took = await engine_push(eng, name, r)
-                    else:
-                        took = docker_push(host, name, r)
-                    times.setdefault((name, who), []).append(took)
-                    print(f"  run {r} {name:4} {who:16} {took:6.2f} s", flush=True)
+                        sample = await engine_push(eng, name, r)
+                    elif host == docker_host:
+                        sample = docker_push(host, name, r)
+                    else:  # wharfied: its CPU is not counted here
+                        sample = docker_push_wall(host, name, r)
+                    times.setdefault((name, who), []).append(sample)
+                    print(f"  run {r} {name:4} {who:16} {sample[0]:6.2f} s  cpu {sample[1]:5.2f} s  "
+                          f"registry cpu {sample[2]:5.2f} s  layers {sample[3] / 1e6:6.1f} MB", flush=True)
         print(f"\npush, {args.runs} interleaved runs, fresh registry each; gzip backend {pgzip.BACKEND} "
               f"level {pgzip.default_level()}; wharfie backend {args.backend}")
         for name in archives:
-            base = times.get((name, "docker→dockerd"))
-            for (n, who), xs in times.items():
+            base = [x[0] for x in times.get((name, "docker→dockerd"), [])]
+            for (n, who), samples in times.items():
                 if n != name:
                     continue
+                xs = [x[0] for x in samples]
                 ratio = f"  {statistics.median(xs) / statistics.median(base):.2f}x dockerd" if base else ""
-                print(f"push {name:4} {who:16} median {statistics.median(xs):5.2f} s {_spread(xs)}{ratio}")
+                cpu = "" if who == "docker→wharfied" else (
+                    f"  cpu {statistics.median(x[1] for x in samples):.2f} s"
+                    f" + registry {statistics.median(x[2] for x in samples):.2f} s")
+                print(f"push {name:4} {who:16} median {statistics.median(xs):5.2f} s {_spread(xs)}{ratio}{cpu}"
+                      f"  layers {samples[0][3] / 1e6:.1f} MB")
     finally:
         await eng.close()
 

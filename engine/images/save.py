@@ -11,7 +11,8 @@ Layers are written uncompressed by default (the layer digest equals the diff_id,
 does) — a layer the store keeps compressed (pulled) is decompressed on the fly and verified
 against its diff_id as it is written — or compressed on request (gzip, or zstd when available):
 a stored blob already in that compression is written as it is, others are compressed and
-spooled to know size and digest before their tar header.
+spooled to know size and digest before their tar header (gzip: the parallel, deterministic
+:mod:`engine.images.pgzip`, the bytes ``push`` sends).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from engine import refs
 from engine.errors import InvalidArgument, NotFound
-from engine.images import compress, oci
+from engine.images import compress, oci, pgzip
 from engine.images.archive import Compression
 from engine.images.layerblob import KIND_OF as _KINDS
 
@@ -219,12 +220,22 @@ def save(store: ImageStore, names: Iterable[str], out: BinaryIO | IO[bytes],
 
 def _compress(store: ImageStore, blob: str, kind: Compression, tmp_dir: str,
               blobs: dict[str, _Blob]) -> tuple[str, int]:
+    """Spool layer ``blob`` compressed as ``kind`` into ``tmp_dir``: ``(digest, size)``.
+
+    gzip is :mod:`engine.images.pgzip` (parallel, one member; the same bytes for the same diff
+    whatever the worker count, so saves stay reproducible — and equal to what ``push`` sends,
+    so the digests match); zstd is :func:`compress.compressor`'s.
+    """
     path = os.path.join(tmp_dir, uuid.uuid4().hex)
     with store.open_layer(blob, verify=True) as src, open(path, "wb") as fh:
         w = _Writer(fh)
-        z = compress.compressor(kind, w)
-        shutil.copyfileobj(src, z, CHUNK)
-        z.close()
+        if kind is Compression.GZIP:
+            for piece in pgzip.gzip_stream(src):
+                w.write(piece)
+        else:
+            z = compress.compressor(kind, w)
+            shutil.copyfileobj(src, z, CHUNK)
+            z.close()
     digest = "sha256:" + w.h.hexdigest()
     blobs.setdefault(digest, _Blob(w.size, path=path, layer=True))
     return digest, w.size

@@ -25,7 +25,10 @@ class RegistryOptions:
         max_concurrent_downloads / max_concurrent_uploads: per pull / push (Docker: 3 / 5).
         max_retries: attempts after the first for 429/5xx answers and broken connections.
         backoff: first retry delay in seconds (doubles, capped at ``max_backoff``).
-        chunk_size: blobs larger than this are uploaded in PATCH chunks of this size.
+        chunk_size: 0 (default): a blob over 1 MiB is uploaded as ONE streamed PATCH (chunked
+            transfer encoding, as ``docker push``), so the registry stores it while it is being
+            compressed; > 0: blobs larger than this go as PATCH chunks of this size with
+            ``Content-Range`` (the OCI spec's chunked upload).
         max_manifest_size: manifests larger than this are refused (4 MiB, as containerd).
         connect_timeout / read_timeout: seconds.
     """
@@ -39,7 +42,7 @@ class RegistryOptions:
     max_retries: int = 4
     backoff: float = 0.2
     max_backoff: float = 5.0
-    chunk_size: int = 32 * 1024 * 1024
+    chunk_size: int = 0
     max_manifest_size: int = 4 * 1024 * 1024
     connect_timeout: float = 10.0
     read_timeout: float = 60.0

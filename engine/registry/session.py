@@ -11,8 +11,10 @@ Rules the session enforces for every request:
 * ``Authorization`` goes only to the registry's own origin (scheme, host, port). Redirects are
   followed by hand (at most 5 hops) and a hop to any other origin — typically blob storage —
   gets no credentials at all (moby follows the same rule; S3 refuses a second auth scheme).
-* 429 and 5xx answers and broken connections are retried with exponential back-off
-  (``Retry-After`` honoured, capped), at most ``max_retries`` times.
+* 429 and 5xx answers and broken connections are retried with exponential back-off, at most
+  ``max_retries`` times; a ``Retry-After`` (seconds or an HTTP date) replaces the back-off,
+  capped at ``max_backoff``. A 429/5xx that is not retried here raises :class:`RegistryBusy`,
+  which carries the ``Retry-After`` to callers that retry a whole transfer (push uploads).
 
 Failures become EngineErrors: unreachable → Unavailable, 401/403 → PermissionDenied, 404 →
 NotFound, anything else from the registry → InvalidArgument / Unavailable, with the registry's
@@ -22,6 +24,8 @@ own error code and message (``{"errors": [{"code", "message"}]}``) in the text.
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import json
 import re
 import ssl
@@ -51,6 +55,32 @@ Body = bytes | Callable[[], Iterable[bytes]] | None
 
 class Cancelled(Unavailable):
     """The transfer was cancelled (the API client went away)."""
+
+
+class RegistryBusy(Unavailable):
+    """A 429 or 5xx answer; ``retry_after``: the seconds its ``Retry-After`` asked to wait
+    (None when it sent none or an unreadable one)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` (RFC 9110: delay-seconds or an HTTP date) → seconds from ``now``
+    (``time.time()``), never negative; None if absent or unreadable."""
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -105,7 +135,7 @@ def error_for(resp: httpx.Response, what: str) -> EngineError:
     if status == 404:
         return NotFound(msg)
     if status == 429 or status >= 500:
-        return Unavailable(msg)
+        return RegistryBusy(msg, parse_retry_after(resp.headers.get("retry-after")))
     return InvalidArgument(msg)
 
 
@@ -158,8 +188,11 @@ class Session:
 
     # -- discovery and auth ----------------------------------------------------------------------
 
+    def cancelled(self) -> bool:
+        return self.cancel.is_set() or (self.parent_cancel is not None and self.parent_cancel.is_set())
+
     def check_cancel(self) -> None:
-        if self.cancel.is_set() or (self.parent_cancel is not None and self.parent_cancel.is_set()):
+        if self.cancelled():
             raise Cancelled("cancelled")
 
     def ping(self) -> httpx.Response:
@@ -259,7 +292,8 @@ class Session:
 
     def request(self, method: str, path_or_url: str, scopes: Iterable[str], *,
                 headers: dict[str, str] | None = None, body: Body = None, stream: bool = False,
-                what: str = "", ok: tuple[int, ...] = (), retry: bool = True) -> httpx.Response:
+                what: str = "", ok: tuple[int, ...] = (), retry: bool = True,
+                cancellable: bool = True) -> httpx.Response:
         """Send a request to the registry (following redirects, authenticating, retrying).
 
         Args:
@@ -270,6 +304,7 @@ class Session:
             what: for messages ("pull manifest x:1").
             ok: statuses returned as they are; any other 4xx/5xx raises. Empty: return all.
             retry: retry broken connections and 429/5xx (safe for GET/HEAD and idempotent PUTs).
+            cancellable: False sends it even once the session is cancelled (clean-up requests).
 
         Raises:
             Unavailable, PermissionDenied, NotFound, InvalidArgument (see the module doc).
@@ -284,7 +319,8 @@ class Session:
         refreshed = False
         attempt = 0
         while True:
-            self.check_cancel()
+            if cancellable:
+                self.check_cancel()
             try:
                 resp = self._send(method, url, scope_key, headers or {}, body, stream)
             except httpx.HTTPError as e:
@@ -343,13 +379,12 @@ class Session:
             return resp
         raise InvalidArgument(f"{method} {url}: more than {MAX_HOPS} redirects")
 
-    def _backoff(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.options.backoff * (2 ** attempt)
-        if retry_after:
-            try:
-                delay = float(retry_after)
-            except ValueError:
-                pass
+    def _backoff(self, attempt: int, retry_after: str | float | None) -> None:
+        """Wait before retry ``attempt`` (0-based): ``retry_after`` (a ``Retry-After`` header
+        or seconds) if given and readable, else ``backoff * 2**attempt``; capped at
+        ``max_backoff``. Raises Cancelled as soon as the transfer is cancelled."""
+        wait = parse_retry_after(retry_after) if isinstance(retry_after, str) else retry_after
+        delay = self.options.backoff * (2 ** attempt) if wait is None else wait
         delay = max(0.0, min(delay, self.options.max_backoff))
         deadline = time.monotonic() + delay
         while True:

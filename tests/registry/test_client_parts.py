@@ -17,7 +17,7 @@ from engine.errors import InvalidArgument, NotFound
 from engine.images.config import host_platform
 from engine.registry import credentials, endpoints
 from engine.registry.options import RegistryOptions
-from engine.registry.session import parse_challenge
+from engine.registry.session import parse_challenge, parse_retry_after
 from tests.registry.rigs import AppThread, Fake, config_for, gzip_bytes, layer_tar
 
 
@@ -27,6 +27,16 @@ def test_parse_challenge() -> None:
                                         "scope": "repository:a/b:pull"}
     assert parse_challenge('Basic realm="x"') == ("basic", {"realm": "x"})
     assert parse_challenge("") == ("", {})
+
+
+def test_parse_retry_after() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("120", now) == 120.0
+    assert parse_retry_after(" 0 ", now) == 0.0
+    assert parse_retry_after("Tue, 14 Nov 2023 22:13:40 GMT", now) == pytest.approx(20.0)  # RFC 9110 date
+    assert parse_retry_after("Tue, 14 Nov 2023 22:00:00 GMT", now) == 0.0  # in the past: now
+    for bad in (None, "", "soon", "-5", "1.5e9x", "\u00b2"):
+        assert parse_retry_after(bad, now) is None
 
 
 def test_config_json_round_trip(tmp_path: Any) -> None:

@@ -108,6 +108,19 @@ async def test_chunked_push_to_reference_registry(engine: Engine, other: Engine,
     assert await other.image_pull(ref) == engine.image_inspect(ref).id
 
 
+async def test_streamed_push_to_reference_registry(engine: Engine, other: Engine, registry: RefRegistry) -> None:
+    """The default upload of a layer over 1 MiB compressed: ONE streamed PATCH (as docker) that
+    Debian's registry takes; the image pulls back the same."""
+    import os
+
+    ref = f"{registry.host}/streamed/bb:1"
+    child_image(engine, "busybox:latest", ref, {"random.bin": os.urandom(3 * 1024 * 1024)})
+    result = await engine.image_push(ref)
+    assert len(result.pushed) == 2
+    assert await other.image_pull(ref) == engine.image_inspect(ref).id
+    assert other.check().clean
+
+
 async def test_push_refusals(engine: Engine, registry: RefRegistry) -> None:
     from engine.errors import InvalidArgument
 

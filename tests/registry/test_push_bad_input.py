@@ -109,14 +109,16 @@ async def test_http_errors_on_upload(engine: Engine, fake: tuple[PushFake, AppTh
     assert str(status) in str(e) and "upload" in str(e)
     posts = [r for r in f.seen.requests if r[0] == "POST"]
     layers = len(engine.image_inspect("busybox:latest").diff_ids)
-    if status in (429, 500, 503):  # bounded retries, per blob
-        assert 0 < len(posts) <= layers * (1 + engine.registry_options.max_retries)
+    if status in (429, 500, 503):  # bounded retries, per blob (the config goes up alongside the layers)
+        assert 0 < len(posts) <= (layers + 1) * (1 + engine.registry_options.max_retries)
     assert f.manifests("p/q") == []
 
 
-async def test_transient_failure_mid_upload_is_retried(engine: Engine, fake: tuple[PushFake, AppThread]) -> None:
+@pytest.mark.parametrize("chunk_size", [64 * 1024, 0], ids=["chunks", "streamed"])
+async def test_transient_failure_mid_upload_is_retried(engine: Engine, fake: tuple[PushFake, AppThread],
+                                                       chunk_size: int) -> None:
     f, t = fake
-    engine.registry_options = dataclasses.replace(engine.registry_options, **FAST, chunk_size=64 * 1024)
+    engine.registry_options = dataclasses.replace(engine.registry_options, **FAST, chunk_size=chunk_size)
     failed = {"n": 0}
 
     async def override(request: web.Request) -> web.StreamResponse | None:
@@ -127,7 +129,7 @@ async def test_transient_failure_mid_upload_is_retried(engine: Engine, fake: tup
         return None
 
     f.override = override
-    ref = tagged(engine, t.host)
+    ref = tagged(engine, t.host) if chunk_size else big_image(engine, t.host)
     assert (await engine.image_push(ref)).pushed
     assert failed["n"] == 1
     assert f.open_uploads() == []  # the failed session was cancelled (DELETE), not left behind
@@ -218,3 +220,119 @@ async def test_upload_on_another_host_gets_no_credentials(engine: Engine, fake: 
         assert len(f.manifests("p/q")) == 1
     finally:
         storage.stop()
+
+
+def big_image(engine: Engine, host: str, name: str = "p/big") -> str:
+    """busybox + a layer of 3 MiB random bytes (over the 1 MiB single-PUT limit once gzipped)."""
+    import io
+
+    from tests.registry.rigs import layer_tar
+
+    ref = f"{host}/{name}:1"
+    parent = engine.image_store.lookup("busybox:latest")
+    engine.image_store.commit(io.BytesIO(layer_tar({"r.bin": os.urandom(3 << 20)})), parent, {}, ref)
+    return ref
+
+
+async def test_big_layer_goes_as_one_streamed_patch(engine: Engine, fake: tuple[PushFake, AppThread]) -> None:
+    f, t = fake
+    await engine.image_push(big_image(engine, t.host))
+    puts = [p for m, p, h in f.seen.requests if m == "PUT" and "/blobs/uploads/" in p]
+    patches = [h for m, p, h in f.seen.requests if m == "PATCH"]
+    assert 1 <= len(patches) < len(puts)  # one per big layer; the config goes as one PUT
+    for h in patches:
+        assert "Content-Range" not in h and h.get("Transfer-Encoding") == "chunked"
+    assert len(f.manifests("p/big")) == 1 and f.open_uploads() == []
+
+
+@pytest.mark.parametrize("trick", ["short-range", "redirect"])
+async def test_streamed_patch_misanswered(engine: Engine, fake: tuple[PushFake, AppThread], trick: str) -> None:
+    """A registry that acknowledges fewer bytes than the streamed PATCH carried, or redirects
+    it (a stream cannot be replayed: the upload is retried, then fails): a clear error, no
+    manifest, the sessions cancelled."""
+    f, t = fake
+    engine.registry_options = dataclasses.replace(engine.registry_options, **FAST)
+
+    async def override(request: web.Request) -> web.StreamResponse | None:
+        if request.method != "PATCH":
+            return None
+        if trick == "redirect":
+            await request.read()
+            return web.Response(status=307, headers={"Location": request.path_qs})
+        resp = await f.reg.dispatch(request)
+        resp.headers["Range"] = "0-99"
+        return resp
+
+    f.override = override
+    ref = big_image(engine, t.host)
+    if trick == "short-range":
+        await expect_clean_push_failure(engine, ref, InvalidArgument, "took 100 of the")
+    else:
+        await expect_clean_push_failure(engine, ref, Unavailable, "cannot be replayed")
+    assert f.manifests("p/big") == [] and f.open_uploads() == []
+
+
+@pytest.mark.parametrize("status,header", [(429, "seconds"), (503, "http-date"), (429, "over-the-cap")])
+async def test_upload_retry_waits_as_retry_after_says(engine: Engine, fake: tuple[PushFake, AppThread],
+                                                     status: int, header: str) -> None:
+    """A 429/503 on an upload with ``Retry-After`` (delay-seconds or an HTTP date): the retry
+    comes no sooner than asked — not after the (tiny) configured back-off — and a huge value
+    is capped at ``max_backoff``."""
+    import email.utils
+    import time
+
+    f, t = fake
+    cap = 0.3 if header == "over-the-cap" else 5.0
+    engine.registry_options = dataclasses.replace(engine.registry_options, backoff=0.01, max_backoff=cap,
+                                                  max_concurrent_uploads=1)
+    posts: list[float] = []
+
+    async def override(request: web.Request) -> web.StreamResponse | None:
+        if request.method == "POST" and request.path.endswith("/blobs/uploads/"):
+            posts.append(time.monotonic())
+            if len(posts) == 1:
+                value = {"seconds": "1", "over-the-cap": "3600",
+                         "http-date": email.utils.formatdate(time.time() + 2, usegmt=True)}[header]
+                return err(status, "TOOMANYREQUESTS" if status == 429 else "UNAVAILABLE",
+                           headers={"Retry-After": value})
+        return None
+
+    f.override = override
+    assert (await engine.image_push(tagged(engine, t.host))).pushed
+    waited = posts[1] - posts[0]  # one upload at a time: the second POST is the retry
+    assert waited >= (0.25 if header == "over-the-cap" else 0.9)
+    assert len(f.manifests("p/q")) == 1
+
+
+async def test_pulled_layer_pushes_its_stored_blob_and_a_damaged_one_is_refused(
+        engine: Engine, other: Engine, fake: tuple[PushFake, AppThread], tmp_path: Any) -> None:
+    """A pulled layer is kept compressed and pushed as it is (same digest, nothing recompressed);
+    if that stored blob was damaged (same size, other bytes), the push fails naming it and
+    leaves no manifest."""
+    f, t = fake
+    src = await engine.image_push(tagged(engine, t.host))
+    ref = f"{t.host}/p/q:1"
+    await other.image_pull(ref)
+    dest = PushFake(str(tmp_path / "dest"))
+    d = AppThread(dest.app()).start()
+    try:
+        other.image_tag(ref, f"{d.host}/copy/x:1")
+        got = await other.image_push(f"{d.host}/copy/x:1")
+        assert got.digest == src.digest and sorted(got.pushed) == sorted(src.pushed)
+        lr = other.image_store.meta.image_layers(other.image_inspect(ref).id)[-1]
+        path = other.image_store.blobs.path(lr.blob)
+        os.chmod(path, 0o644)
+        with open(path, "r+b") as fh:
+            fh.seek(100)
+            fh.write(b"\0" * 16)
+        fresh = PushFake(str(tmp_path / "fresh"))  # one that has nothing to skip or mount
+        d2 = AppThread(fresh.app()).start()
+        try:
+            other.image_tag(ref, f"{d2.host}/copy/y:1")
+            with pytest.raises(InvalidArgument, match="damaged"):
+                await other.image_push(f"{d2.host}/copy/y:1")
+            assert fresh.manifests("copy/y") == [] and fresh.open_uploads() == []
+        finally:
+            d2.stop()
+    finally:
+        d.stop()
