@@ -43,6 +43,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[test]" --config-settings editable_mode=compat
   touch "$stamp"
 fi
+# Bytecode for what the commands import: an editable install leaves the tree uncompiled, and a
+# user who cannot write here (or runs with PYTHONDONTWRITEBYTECODE) would recompile every start.
+.venv/bin/python -m compileall -q engine backends sim
+# wharfie's launcher over pip's console script: python without `site`, the same sys.path
+# (engine/cli/launcher.py); rewritten on every install so it follows the venv.
+.venv/bin/python -m engine.cli.launcher .venv/bin/wharfie
 if [ "$(id -u)" -eq 0 ]; then
   ln -sf "$here/.venv/bin/wharfie" /usr/local/bin/wharfie
   ln -sf "$here/.venv/bin/wharfied" /usr/local/bin/wharfied

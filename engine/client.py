@@ -6,281 +6,30 @@ bodies come back as the same ``EngineError`` subclass the daemon raised — ``{"
 through ``errors.from_kind`` (the status code when ``kind`` is absent, e.g. from a real dockerd)
 — so ``pytest.raises(NotFound)`` holds in-process and over HTTP alike.
 
-Hijacked streams (attach, exec start) return a :class:`Hijacked` raw socket after the
-``101 UPGRADED``; :func:`demux` splits Docker's 8-byte multiplexed framing.
+Layers: ``engine.client_http`` (one HTTP/1.1 exchange on one connection), ``client_transport``
+(addresses, connections, errors), ``client_streams`` (what comes back: a streaming
+:class:`Response`; for attach and exec start a :class:`Hijacked` raw connection after ``101
+UPGRADED``, with :func:`demux` for Docker's 8-byte multiplexed framing), and here the endpoints.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import re
-import socket
-import struct
 from collections.abc import Iterator
 from typing import IO, Any
 
 from engine import errors
-from engine.client_http import Headers, body_reader, connect_tcp, connect_unix, read_head, send_request
+from engine.client_http import body_reader
+from engine.client_streams import Hijacked, Response, closing, demux
+from engine.client_transport import API_PREFIX, SAFE, TLSConfig, Transport
 
-API_PREFIX = "/v1.47"
-STATUS_KIND = {400: "invalid", 403: "forbidden", 404: "not_found", 409: "conflict", 501: "not_implemented",
-               503: "unavailable"}
-CHUNK = 1 << 16
-# characters that URL quoting leaves alone: such ids, names and query values skip urllib.parse
-# (its import costs the CLI ~2 ms: it pulls in ipaddress)
-_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")
+__all__ = ["API_PREFIX", "Client", "Hijacked", "Response", "TLSConfig", "Transport", "demux", "host_from_env"]
 
 
-class TLSConfig:
-    """TLS settings for ``tcp://`` (a plain class: ``dataclasses`` costs the CLI ~1.5 ms)."""
-
-    def __init__(self, cacert: str | None = None, cert: str | None = None, key: str | None = None,
-                 verify: bool = True) -> None:
-        self.cacert, self.cert, self.key, self.verify = cacert, cert, key, verify
-
-    def context(self) -> Any:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=self.cacert)
-        if self.cert and self.key:
-            ctx.load_cert_chain(self.cert, self.key)
-        if not self.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
-
-def _error_from(status: int, body: bytes) -> errors.EngineError:
-    try:
-        doc = json.loads(body)
-        message, kind = str(doc.get("message", "")), doc.get("kind")
-    except (ValueError, AttributeError):
-        message, kind = body.decode("utf-8", "replace").strip(), None
-    kind = kind or STATUS_KIND.get(status, "internal")
-    return errors.from_kind(kind, message or f"HTTP {status}")
-
-
-class Response:
-    """A streaming HTTP response; close it (or use ``with``). ``raw`` is the body as a buffered
-    stream (``read``, ``read1``, ``readline``, ``peek``); ``sock`` the connection."""
-
-    def __init__(self, sock: socket.socket, status: int, headers: Headers, raw: io.BufferedReader) -> None:
-        self.sock, self.status, self.headers, self.raw = sock, status, headers, raw
-
-    def read(self) -> bytes:
-        try:
-            return self.raw.read()
-        finally:
-            self.close()
-
-    def json(self) -> Any:
-        data = self.read()
-        return json.loads(data) if data.strip() else None
-
-    def lines(self) -> Iterator[Any]:
-        """NDJSON documents as they arrive."""
-        try:
-            while line := self.raw.readline():
-                if line.strip():
-                    yield json.loads(line)
-        finally:
-            self.close()
-
-    def chunks(self) -> Iterator[bytes]:
-        try:
-            while data := self.raw.read1(CHUNK):
-                yield data
-        finally:
-            self.close()
-
-    def close(self) -> None:
-        self.raw.close()
-        self.sock.close()
-
-    def __enter__(self) -> Response:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class Hijacked:
-    """The raw connection after ``101 UPGRADED``: ``recv`` output, ``send`` input."""
-
-    def __init__(self, sock: socket.socket, reader: IO[bytes], content_type: str) -> None:
-        self.sock, self.reader = sock, reader
-        self.multiplexed = "multiplexed" in content_type
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def recv(self) -> bytes:
-        try:
-            return self.reader.read1(CHUNK)  # type: ignore[attr-defined,no-any-return]
-        except (ConnectionResetError, OSError):
-            return b""
-
-    def close_write(self) -> None:
-        """Half-close: the process reads EOF on stdin, output keeps coming."""
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except (OSError, NotImplementedError):
-            pass
-
-    def output(self) -> Iterator[tuple[int, bytes]]:
-        """(stream, data) until the stream ends; stream 1 for a raw (tty) stream."""
-        if not self.multiplexed:
-            while data := self.recv():
-                yield 1, data
-            return
-        yield from demux(self.reader)
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
-
-
-def demux(reader: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """Split Docker's multiplexed framing: ``[stream, 0, 0, 0, size(4, big-endian)]`` + payload."""
-    while True:
-        head = _read_exact(reader, 8)
-        if len(head) < 8:
-            return
-        fd, size = struct.unpack(">BxxxL", head)
-        yield fd, _read_exact(reader, size)
-
-
-def _read_exact(reader: IO[bytes], n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            data = reader.read(n - len(buf))
-        except (ConnectionResetError, OSError):
-            break
-        if not data:
-            break
-        buf.extend(data)
-    return bytes(buf)
-
-
-class Client:
-    """Low-level access (``request``) plus one method per endpoint the CLI uses.
-
-    Args:
-        host: ``unix:///path`` or ``tcp://host:port`` (default: the local daemon's socket).
-        tls: TLS settings for ``tcp://`` (None = plain TCP, only for a daemon forced to allow it).
-        timeout: socket timeout in seconds for non-streaming calls.
-    """
-
-    def __init__(self, host: str | None = None, tls: TLSConfig | None = None, timeout: float | None = 60.0) -> None:
-        if host is None:
-            from engine.api.paths import default_host
-
-            host = default_host()
-        self.host, self.tls, self.timeout = host, tls, timeout
-        if host.startswith("unix://"):
-            self._unix: str | None = host[len("unix://"):]
-            self._host_header = "localhost"
-        elif host.startswith("tcp://") or host.startswith("https://") or host.startswith("http://"):
-            self._unix = None
-            import urllib.parse
-
-            parsed = urllib.parse.urlsplit(host if "://" in host else "tcp://" + host)
-            self._hostname, self._port = parsed.hostname or "localhost", parsed.port or (2376 if tls else 2375)
-            name = f"[{self._hostname}]" if ":" in self._hostname else self._hostname  # IPv6
-            self._host_header = f"{name}:{self._port}"
-        else:
-            raise errors.InvalidArgument(f"invalid daemon address {host!r}: use unix:///path or tcp://host:port")
-
-    # -- plumbing -------------------------------------------------------------------------------
-
-    def _connect(self, timeout: float | None) -> socket.socket:
-        if self._unix is not None:
-            return connect_unix(self._unix, timeout)
-        return connect_tcp(self._hostname, self._port, timeout, self.tls.context() if self.tls else None)
-
-    def _unavailable(self, e: OSError) -> errors.Unavailable:
-        return errors.Unavailable(f"Cannot connect to the wharfie daemon at {self.host}. Is wharfied running? ({e})")
-
-    def _url(self, path: str, query: dict[str, Any] | None) -> str:
-        url = API_PREFIX + path
-        q = {k: ("1" if v is True else "0" if v is False else v) for k, v in (query or {}).items() if v is not None}
-        if not q:
-            return url
-        if all(isinstance(v, (str, int)) and _SAFE.fullmatch(str(v)) for v in q.values()):
-            return url + "?" + "&".join(f"{k}={v}" for k, v in q.items())  # what urlencode would give
-        import urllib.parse
-
-        return url + "?" + urllib.parse.urlencode(q, doseq=True)
-
-    def _send(self, method: str, url: str, headers: dict[str, str], body: Any,
-              timeout: float | None) -> tuple[socket.socket, io.BufferedReader]:
-        """Connect and send one request. Raises Unavailable."""
-        try:
-            sock = self._connect(timeout)
-        except OSError as e:
-            raise self._unavailable(e) from None
-        try:
-            send_request(sock, method, url, self._host_header, headers, body)
-        except OSError as e:
-            sock.close()
-            raise self._unavailable(e) from None
-        return sock, sock.makefile("rb")
-
-    def _receive(self, sock: socket.socket, reader: io.BufferedReader, method: str) -> tuple[int, Headers]:
-        """Read the response head of a request :meth:`_send` sent (closing the connection on any
-        failure). Raises Unavailable and the daemon's EngineError for a 4xx/5xx answer."""
-        try:
-            status, hdrs = read_head(reader)
-            if status >= 400:
-                raise _error_from(status, body_reader(reader, method, status, hdrs).read())
-        except OSError as e:
-            reader.close()
-            sock.close()
-            raise self._unavailable(e) from None
-        except BaseException:
-            reader.close()
-            sock.close()
-            raise
-        return status, hdrs
-
-    def _exchange(self, method: str, url: str, headers: dict[str, str], body: Any,
-                  timeout: float | None) -> tuple[socket.socket, io.BufferedReader, int, Headers]:
-        """Connect, send, read the response head (errors as :meth:`_receive`)."""
-        sock, reader = self._send(method, url, headers, body, timeout)
-        return (sock, reader, *self._receive(sock, reader, method))
-
-    def request(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None,
-                headers: dict[str, str] | None = None, stream: bool = False) -> Response:
-        """Send one request; raise the matching EngineError for a 4xx/5xx answer (Unavailable
-        when the daemon cannot be reached or does not answer HTTP)."""
-        hdrs = dict(headers or {})
-        data: Any = None
-        if body is not None and not hasattr(body, "read"):
-            data = json.dumps(body).encode()
-            hdrs.setdefault("Content-Type", "application/json")
-        elif body is not None:
-            data = _chunks(body)
-            hdrs.setdefault("Content-Type", "application/x-tar")
-        sock, reader, status, hdrs_in = self._exchange(method, self._url(path, query), hdrs, data,
-                                                       None if stream else self.timeout)
-        return Response(sock, status, hdrs_in, body_reader(reader, method, status, hdrs_in))
-
-    def json(self, method: str, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Any:
-        return self.request(method, path, query, body).json()
-
-    def hijack(self, path: str, query: dict[str, Any] | None = None, body: Any = None) -> Hijacked:
-        """POST with ``Upgrade: tcp`` and return the raw connection after ``101 UPGRADED``."""
-        sock, reader = self._send_hijack(path, query, body)
-        _, hdrs = self._receive(sock, reader, "POST")
-        return Hijacked(sock, reader, hdrs.get("content-type", ""))
-
-    def _send_hijack(self, path: str, query: dict[str, Any] | None, body: Any) -> tuple[socket.socket, io.BufferedReader]:
-        data = json.dumps(body).encode() if body is not None else b""
-        return self._send("POST", self._url(path, query), {"Connection": "Upgrade", "Upgrade": "tcp",
-                                                           "Content-Type": "application/json"}, data, None)
+class Client(Transport):
+    """One method per endpoint the CLI uses, over :class:`Transport` (``request``, ``json``,
+    ``hijack`` for anything else)."""
 
     # -- system ---------------------------------------------------------------------------------
 
@@ -365,8 +114,8 @@ class Client:
              "since": since, "until": until}
         resp = self.request("GET", f"/containers/{_q(ref)}/logs", q, stream=True)
         if "multiplexed" in resp.headers.get("Content-Type", ""):
-            return _closing(demux(resp.raw), resp)
-        return _closing(((1, c) for c in resp.chunks()), resp)
+            return closing(demux(resp.raw), resp)
+        return closing(((1, c) for c in resp.chunks()), resp)
 
     def attach(self, ref: str, stdin: bool = False, logs: bool = False, detach_keys: str | None = None) -> Hijacked:
         q = {"stream": True, "stdout": True, "stderr": True, "stdin": stdin, "logs": logs or None,
@@ -530,18 +279,6 @@ class _BytesReader:
         return out
 
 
-def _chunks(fh: IO[bytes]) -> Iterator[bytes]:
-    while data := fh.read(CHUNK):
-        yield data
-
-
-def _closing(it: Iterator[tuple[int, bytes]], resp: Response) -> Iterator[tuple[int, bytes]]:
-    try:
-        yield from it
-    finally:
-        resp.close()
-
-
 def _path_stat(headers: Any) -> Any:
     import base64
 
@@ -555,7 +292,7 @@ def _path_stat(headers: Any) -> Any:
 
 
 def _q(ref: str) -> str:
-    if _SAFE.fullmatch(ref):
+    if SAFE.fullmatch(ref):
         return ref  # what quote would give
     import urllib.parse
 

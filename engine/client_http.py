@@ -7,14 +7,21 @@ client needs only a small, well-defined subset of HTTP/1.1 (RFC 9112): one reque
 framed by ``Content-Length``, ``chunked`` transfer coding, or the end of the connection — plus
 the ``101`` upgrade of Docker's hijacked streams. That subset is here, nothing else.
 
+UNIX sockets are made with ``_socket`` (the C module ``socket`` wraps), not ``socket``: importing
+``socket`` costs another ~2 ms per CLI start (it builds four ``IntEnum`` classes from the
+module's constants and imports ``selectors``), and the client needs none of that; ``SocketRaw``
+is the small buffered-reading adapter ``socket.makefile`` would have given. TCP (rare for a CLI
+talking to a local daemon) uses ``socket.create_connection`` and ``ssl``, imported only then.
+
 Errors: a connection that fails or a response that is not HTTP raise ``ConnectionError``
 (an ``OSError``), which the caller maps to "daemon unavailable".
 """
 
 from __future__ import annotations
 
+import _socket
 import io
-import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,19 +42,43 @@ class Headers(dict[str, str]):
         return isinstance(key, str) and super().__contains__(key.lower())
 
 
-def connect_unix(path: str, timeout: float | None) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+# a connection: a ``_socket.socket`` (UNIX), or a ``socket.socket``/``ssl.SSLSocket`` (TCP, TLS)
+Sock = _socket.socket
+SHUT_WR = _socket.SHUT_WR
+
+
+def connect_unix(path: str, timeout: float | None) -> Sock:
+    """A connected stream socket to ``path`` (close-on-exec, like every socket Python makes).
+
+    A listener whose backlog is full (a busy daemon, many CLIs at once) makes Linux refuse a
+    non-blocking connect at once with EAGAIN where TCP would wait; this waits for room instead,
+    up to ``timeout`` (None: as long as it takes, like a blocking connect). Raises OSError
+    (FileNotFoundError, ConnectionRefusedError, TimeoutError when the backlog stays full …)."""
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
-        s.connect(path)
-    except OSError:
+        if timeout is None:
+            s.connect(path)
+            return s
+        deadline, delay = time.monotonic() + timeout, 0.001
+        while True:
+            try:
+                s.connect(path)
+                return s
+            except BlockingIOError:
+                if time.monotonic() + delay > deadline:
+                    raise TimeoutError(f"connect to {path}: its backlog stayed full for {timeout:g}s") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+    except BaseException:
         s.close()
         raise
-    return s
 
 
-def connect_tcp(host: str, port: int, timeout: float | None, tls: Any = None) -> socket.socket:
+def connect_tcp(host: str, port: int, timeout: float | None, tls: Any = None) -> Sock:
     """A TCP connection; ``tls`` is an ``ssl.SSLContext`` (the handshake happens here)."""
+    import socket
+
     s = socket.create_connection((host, port), timeout=timeout)
     if tls is None:
         return s
@@ -58,7 +89,30 @@ def connect_tcp(host: str, port: int, timeout: float | None, tls: Any = None) ->
         raise
 
 
-def send_request(sock: socket.socket, method: str, url: str, host: str, headers: dict[str, str],
+class SocketRaw(io.RawIOBase):
+    """A connection's receiving side as a raw stream (what ``socket.makefile("rb")`` wraps):
+    ``readinto`` is one ``recv_into``; the socket's timeout applies (TimeoutError). Closing it
+    leaves the socket open: its owner closes that."""
+
+    def __init__(self, sock: Sock) -> None:
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        return self._sock.recv_into(b)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+
+def buffered_reader(sock: Sock) -> io.BufferedReader:
+    """A buffered reader over ``sock`` (``read``, ``read1``, ``readline``, ``peek``)."""
+    return io.BufferedReader(SocketRaw(sock), 1 << 16)
+
+
+def send_request(sock: Sock, method: str, url: str, host: str, headers: dict[str, str],
                  body: bytes | Iterable[bytes] | None) -> None:
     """Write one request. ``body``: bytes (sent with ``Content-Length``), an iterable of chunks
     (sent ``chunked``) or None."""

@@ -9,21 +9,37 @@ from racing to start two daemons.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 
 from engine.api import paths
 from engine.cli.app import fail
+from engine.client_http import connect_unix
 
 WAIT = 15.0
 
 
-def _answers(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(2.0)
+def _listening(path: str) -> bool:
+    """Something listens on ``path``: the command's own request follows at once, so this asks
+    nothing more (a full ``/_ping`` here cost every command an extra round trip). Only a
+    missing socket or a refused connection mean nobody is there; any other failure (say, a
+    permission error) is left for the command's request to report."""
     try:
-        s.connect(path)
+        connect_unix(path, 2.0).close()
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _answers(path: str) -> bool:
+    """A daemon answers ``/_ping`` on ``path`` (after starting one: bound, and serving)."""
+    try:
+        s = connect_unix(path, 2.0)
+    except OSError:
+        return False
+    try:
         s.sendall(b"GET /_ping HTTP/1.1\r\nHost: wharfie\r\nConnection: close\r\n\r\n")
         return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
@@ -33,10 +49,11 @@ def _answers(path: str) -> bool:
 
 
 def ensure_daemon() -> str:
-    """Return the default host, starting a daemon there first if needed."""
+    """Return the default host, starting a daemon there first if nothing listens on it (unless
+    ``WHARFIE_NO_AUTOSTART`` is set). Exits through :func:`fail` if the daemon does not come up."""
     sock = paths.default_socket()
     host = "unix://" + sock
-    if _answers(sock) or os.environ.get("WHARFIE_NO_AUTOSTART"):
+    if _listening(sock) or os.environ.get("WHARFIE_NO_AUTOSTART"):
         return host
     import fcntl
     import subprocess

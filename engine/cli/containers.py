@@ -1,48 +1,15 @@
-"""Container lifecycle commands: create, run, start, stop, kill, restart, pause, unpause, wait,
-rm, rename, update, attach, exec, container prune."""
+"""Container lifecycle commands: create, start, stop, kill, restart, pause, unpause, wait, rm,
+rename, update, attach, exec, container prune (``run`` is in ``engine.cli.run``)."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
 
-from engine.cli.app import (
-    App,
-    Exit,
-    engine_error_message,
-    err,
-    fail,
-    parse_filters,
-    pass_app,
-    skip_finalization,
-)
-from engine.cli.runopts import build_config, create_options
-
-CONTEXT = {"ignore_unknown_options": False, "allow_interspersed_args": False}
-
-
-def _create(app: App, opts: dict[str, Any], image: str, command: tuple[str, ...]) -> str:
-    from engine import errors
-
-    config = build_config(opts, image, command)
-    try:
-        return str(app.client.create(config, opts["name"])["Id"])
-    except errors.NotFound as e:
-        if "image" not in str(e).lower():
-            raise
-        err(f"Unable to find image '{image}' locally")
-        from engine.cli.registry import pull_image
-
-        pull_image(app, image, opts.get("platform"), err_stream=True)
-        return str(app.client.create(config, opts["name"])["Id"])
-
-
-def _start_error(e: Exception) -> Exit:
-    text = str(e)
-    code = 127 if ("not found" in text or "no such file" in text) else 126 if "permission denied" in text else 125
-    return Exit(code, engine_error_message(e))
+from engine.cli.app import App, Exit, engine_error_message, err, fail, parse_filters, pass_app
+from engine.cli.run import CONTEXT, container_state, create_container, start_error
+from engine.cli.runopts import create_options
 
 
 @click.command(context_settings=CONTEXT)
@@ -52,75 +19,7 @@ def _start_error(e: Exception) -> Exit:
 @pass_app
 def create(app: App, /, image: str, command: tuple[str, ...], **opts: Any) -> None:
     """Create a new container."""
-    click.echo(_create(app, opts, image, command))
-
-
-@click.command(context_settings=CONTEXT)
-@click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID")
-@click.option("--detach-keys", help="Override the key sequence for detaching a container")
-@click.option("--sig-proxy/--no-sig-proxy", default=True, help="Proxy received signals to the process")
-@create_options
-@click.argument("image")
-@click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@pass_app
-def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_keys: str | None, sig_proxy: bool,
-        **opts: Any) -> None:
-    """Create and run a new container from an image."""
-    from engine import errors
-    from engine.cli import term
-
-    skip_finalization()  # only sockets and stdio below; the stdin/signal threads are daemons
-    if detach and opts["auto_remove"] and opts["restart"] not in ("no", ""):
-        fail("Conflicting options: --restart and --rm")
-    cid = _create(app, opts, image, command)
-    c = app.client
-    if detach:
-        try:
-            c.start(cid)
-        except errors.EngineError as e:
-            raise _start_error(e) from None
-        click.echo(cid)
-        return
-    tty, stdin = opts["tty"], opts["interactive"]
-    if tty and stdin and not sys.stdin.isatty():
-        fail("the input device is not a TTY")
-    hj, waiter = c.attach_and_wait(cid, stdin=stdin, detach_keys=detach_keys,
-                                   condition="removed" if opts["auto_remove"] else "next-exit")
-    try:
-        c.start(cid)
-    except errors.EngineError as e:
-        hj.close()
-        waiter.close()
-        if opts["auto_remove"]:
-            with _quiet():
-                c.remove(cid, force=True)
-        raise _start_error(e) from None
-    with term.raw_terminal(tty and stdin), term.follow_resize(lambda r, w: c.resize(cid, r, w), tty), \
-            term.proxy_signals(lambda s: c.kill(cid, s), sig_proxy and not tty):
-        term.pump(hj, stdin, tty)
-    if stdin and _detached(app, cid, waiter):
-        return  # detached with the detach keys: the container keeps running
-    result = waiter.json() or {}
-    code = int(result.get("StatusCode", 0))
-    if code:
-        raise Exit(code)
-
-
-def _state(app: App, cid: str) -> dict[str, Any] | None:
-    from engine import errors
-
-    try:
-        return app.client.container(cid)["State"]  # type: ignore[no-any-return]
-    except errors.NotFound:
-        return None
-
-
-class _quiet:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True
+    click.echo(create_container(app, opts, image, command))
 
 
 def _each(app: App, refs: tuple[str, ...], fn: Any, echo: bool = True) -> None:
@@ -165,7 +64,7 @@ def start(app: App, containers: tuple[str, ...], attach: bool, interactive: bool
     except errors.EngineError as e:
         hj.close()
         waiter.close()
-        raise _start_error(e) from None
+        raise start_error(e) from None
     with term.raw_terminal(tty and interactive), term.proxy_signals(lambda s: c.kill(cid, s), not tty):
         term.pump(hj, interactive, tty)
     code = int((waiter.json() or {}).get("StatusCode", 0))
@@ -297,7 +196,7 @@ def attach(app: App, container: str, no_stdin: bool, detach_keys: str | None, si
     with term.raw_terminal(tty and stdin), term.follow_resize(lambda r, w: c.resize(cid, r, w), tty), \
             term.proxy_signals(lambda s: c.kill(cid, s), sig_proxy and not tty):
         term.pump(hj, stdin, tty)
-    state = _state(app, cid)
+    state = container_state(app, cid)
     if state is not None and not state.get("Running") and state.get("ExitCode"):
         raise Exit(int(state["ExitCode"]))
 
@@ -350,22 +249,3 @@ def prune(app: App, force: bool, filters: tuple[str, ...]) -> None:
     if deleted:
         click.echo("Deleted Containers:\n" + "\n".join(deleted) + "\n")
     click.echo(f"Total reclaimed space: {size(result.get('SpaceReclaimed', 0))}")
-
-
-def _detached(app: App, cid: str, waiter: Any) -> bool:
-    """After the attach stream ended: did the user detach (the container still runs), or did
-    the container exit (the daemon may take a moment to record it — give it one second)?"""
-    import socket
-
-    state = _state(app, cid)
-    if state is None or not state.get("Running"):
-        return False
-    waiter.sock.settimeout(1.0)
-    try:
-        waiter.raw.peek(1)
-        waiter.sock.settimeout(None)
-        return False  # the wait answered: it exited
-    except (socket.timeout, TimeoutError):
-        pass
-    waiter.close()
-    return True

@@ -2,11 +2,14 @@
 
 Start-up is kept lean: this module imports click and the command modules, which import only
 click and each other; the HTTP client, the template engine and everything else load when a
-command needs them. ``python -X importtime -m engine.cli.main ps`` shows the budget.
+command needs them. ``python -X importtime -m engine.cli.main ps`` shows the budget. The
+launcher install.sh writes (``engine.cli.launcher``) also starts the interpreter without
+``site`` and holds the garbage collector off until the command is resolved (see :func:`main`).
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 
 import click
@@ -17,7 +20,8 @@ from engine.cli.app import EXIT_DAEMON, App, Exit, end_process, engine_error_mes
 # name -> "module:attribute" ("attribute()" builds a group); imported only when invoked, so
 # ``wharfie --version`` loads click alone and ``wharfie ps`` adds just what ps needs.
 COMMANDS = {
-    **{n: f"engine.cli.containers:{n}" for n in ("create", "run", "start", "stop", "kill", "restart", "pause",
+    "run": "engine.cli.run:run",
+    **{n: f"engine.cli.containers:{n}" for n in ("create", "start", "stop", "kill", "restart", "pause",
                                                    "unpause", "wait", "rm", "rename", "update", "attach")},
     "exec": "engine.cli.containers:exec_",
     **{n: f"engine.cli.container_fs:{n}" for n in ("commit", "diff", "export", "cp")},
@@ -46,6 +50,7 @@ class LazyGroup(click.Group):
         module, _, attr = spec.partition(":")
         obj = getattr(importlib.import_module(module), attr.rstrip("()"))
         cmd: click.Command = obj() if attr.endswith("()") else obj
+        _started()
         return cmd
 
 
@@ -76,10 +81,10 @@ def cli(ctx: click.Context, host: str | None, tls: bool, tlsverify: bool, tlscac
 
 
 def container_group() -> click.Group:
-    from engine.cli import container_fs, containers, query
+    from engine.cli import container_fs, containers, query, run
 
     group = click.Group("container", help="Manage containers")
-    for cmd in (containers.create, containers.run, containers.start, containers.stop, containers.kill,
+    for cmd in (containers.create, run.run, containers.start, containers.stop, containers.kill,
                 containers.restart, containers.pause, containers.unpause, containers.wait, containers.rename,
                 containers.update, containers.attach, containers.exec_, containers.prune, query.logs, query.top,
                 query.stats, query.inspect, container_fs.commit, container_fs.diff, container_fs.export,
@@ -92,13 +97,36 @@ def container_group() -> click.Group:
 
 
 
+_gc_held = False  # main() found the collector off: the launcher held it for start-up
+
+
+def _started() -> None:
+    """Start-up is over (click, this module and the command's module are imported): if the
+    launcher held the garbage collector off for it, move everything start-up allocated into
+    the collector's permanent generation (``gc.freeze``: it lives until exit anyway, so no
+    later collection, nor the interpreter's last one at exit, scans it again) and turn the
+    collector back on for the command. Without the hold, start-up pays ~3 ms of collections
+    of objects that are all still alive, and exit ~3 ms more."""
+    global _gc_held
+    if _gc_held:
+        _gc_held = False
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the command, map failures to docker's exit codes (SystemExit).
 
-    As the process's entry (``argv`` None), a command that declared it safe ends the process
-    right here, skipping the interpreter's finalization (see :func:`app.skip_finalization`)."""
+    As the process's entry (``argv`` None): a garbage collector found disabled is taken as the
+    launcher's start-up hold and released once the command is resolved (:func:`_started`);
+    and a command that declared it safe ends the process right here, skipping the
+    interpreter's finalization (see :func:`app.skip_finalization`)."""
+    global _gc_held
+    if argv is None and not gc.isenabled():
+        _gc_held = True
     code = _run(argv)
     if argv is None:
+        _started()  # eager options (--version, --help) end before any command is resolved
         end_process(code)
     if code:
         sys.exit(code)

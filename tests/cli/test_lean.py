@@ -42,7 +42,8 @@ import atexit, sys
 sys.argv = ["wharfie", "run", "--rm", "busybox", "true"]
 from engine.cli.main import main
 # what ``run`` does not need, or needs only for other inputs: each costs the CLI 1.5-20 ms
-heavy = ("http", "email", "ssl", "urllib", "dataclasses", "shlex", "ipaddress")
+# (``socket``: UNIX connections go through ``_socket``, see engine/client_http.py)
+heavy = ("http", "email", "ssl", "urllib", "dataclasses", "shlex", "ipaddress", "socket", "selectors")
 # reported from an atexit handler: ``run`` ends the process without finalization (os._exit),
 # but after flushing stdio and running the atexit handlers
 atexit.register(lambda: print("LOADED", sorted({m.split(".")[0] for m in sys.modules if m.startswith(heavy)})))

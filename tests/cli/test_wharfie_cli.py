@@ -79,6 +79,24 @@ def test_run_attached_and_exit_codes(wharfie: Any) -> None:
     assert p.returncode == 125
 
 
+def test_run_forwards_signals(wharfie: Any) -> None:
+    """docker's --sig-proxy: a SIGTERM to the attached CLI reaches the container's process."""
+    import signal
+
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "run", "--rm", "busybox", "sh", "-c",
+                          'trap "echo got-term; exit 7" TERM; echo ready; sleep 30 & wait'],
+                         env=wharfie.env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert (p.returncode, out) == (7, "got-term\n"), err
+
+
 def test_run_tty_through_a_pty(wharfie: Any) -> None:
     cmd = f"{sys.executable} -m engine.cli.main run --rm -t busybox sh -c 'echo tty; exit 4'"
     p = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=wharfie.env, cwd=ROOT, capture_output=True,
