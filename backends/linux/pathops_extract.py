@@ -29,7 +29,8 @@ import tarfile
 from typing import IO
 
 from backends.linux.layer_root import LayerRoot, check_entry_limits, clean
-from backends.linux.layers import _create, _file, _mkdir, stream_into
+from backends.linux.layer_stream import stream_into
+from backends.linux.layers import _create, _file, _mkdir
 from engine.kernel import LayerLimits
 
 

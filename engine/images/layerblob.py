@@ -3,11 +3,11 @@
 A layer row (:class:`engine.store.meta.LayerRow`) names the blob that holds the layer:
 
 * the **uncompressed** tar, ``blob == diff_id`` (``media_type`` None) — what ``import``,
-  ``commit`` and ``load`` store;
+  ``commit`` and ``load`` of an uncompressed layer store;
 * a **compressed** form, ``blob != diff_id`` (``media_type`` the layer media type, gzip or
-  zstd) — what ``pull`` stores: the downloaded blob itself, renamed into the store once both
-  its digest and the digest of its decompressed content (the ``diff_id``) were verified. No
-  uncompressed copy is written.
+  zstd) — what ``pull`` stores, and ``load`` of a gzip/zstd layer: the downloaded blob (the
+  archive member) itself, renamed into the store once both its digest and the digest of its
+  decompressed content (the ``diff_id``) were verified. No uncompressed copy is written.
 
 **One diff_id, either form** (the rule): every stored form of a diff_id decompresses to the same
 verified bytes, so a reader never cares which it gets. Rows of different chain ids with the same
