@@ -61,11 +61,12 @@ class _ContainerMeta:
     def __init__(self, meta: MetaStore) -> None:
         self._meta = meta
 
-    def put_container(self, id: str, name: str, image_id: str, doc: dict[str, Any]) -> None:
-        self._meta.put_container(id, name, image_id, doc)
+    def put_container(self, id: str, name: str, image_id: str, doc: dict[str, Any],
+                      durable: bool = True) -> None:
+        self._meta.put_container(id, name, image_id, doc, durable=durable)
 
-    def delete_container(self, id: str) -> None:
-        self._meta.delete_container(id)
+    def delete_container(self, id: str, durable: bool = True) -> None:
+        self._meta.delete_container(id, durable=durable)
 
     def list_container_docs(self) -> list[dict[str, Any]]:
         return [row.doc for row in self._meta.list_containers()]

@@ -223,7 +223,13 @@ class SandboxInfo:
 
 @runtime_checkable
 class Stdio(Protocol):
-    """A live attachment to a process's stdio (``docker attach``)."""
+    """A live attachment to a process's stdio (``docker attach``).
+
+    A backend whose stdio has a log may also set ``log_position``: ``(inode, size)`` of the live
+    log file at the moment the attachment began — output logged below ``size`` is not delivered
+    by :meth:`read`, everything logged after is (lets a caller that also reads the log take each
+    chunk exactly once). Absent or None: the backend does not tell.
+    """
 
     async def read(self) -> tuple[int, bytes] | None:
         """Next chunk of output as ``(fd, data)`` (fd 1 or 2) produced after the attach began.
@@ -390,10 +396,14 @@ class Snapshots(Protocol):
         parent is not committed.
         """
 
-    async def mount(self, key: str, target: str, readonly: bool = False) -> None:
+    async def mount(self, key: str, target: str, readonly: bool = False, volatile: bool = False) -> None:
         """Mount the union view of ``key`` (and its parents) at ``target`` (created if needed).
 
         A committed snapshot is always mounted read-only, whatever ``readonly`` says.
+        ``volatile``: the caller will discard what is written through this view (``run --rm``),
+        so the backend may skip making it durable: ``fsync`` inside the view and ``unmount``
+        then flush nothing to disk (overlayfs ``volatile``). Reads, ``diff`` and a later
+        non-volatile mount of the same snapshot see every write as usual.
 
         Raises ``FileNotFoundError`` (key), ``OSError(EBUSY)`` if ``target`` already has a mount.
         """

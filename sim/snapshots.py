@@ -144,8 +144,8 @@ class SimSnapshots:
         self._committed_parent(parent)
         self.world.snapshots[key] = Snapshot(key, SnapshotKind.ACTIVE, parent, Tree())
 
-    async def mount(self, key: str, target: str, readonly: bool = False) -> None:
-        self.world.faults.check("mount")
+    async def mount(self, key: str, target: str, readonly: bool = False, volatile: bool = False) -> None:
+        self.world.faults.check("mount")  # (volatile: the sim has no disk to skip syncing)
         snap = self._snap(key)
         target = self._norm_target(target)
         if target in self.world.mounts:

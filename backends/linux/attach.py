@@ -14,6 +14,7 @@ import json
 import os
 import struct
 from collections.abc import Callable
+from typing import Any
 
 from backends.linux.monitor_wire import (CLOSE_STDIN, ERR, EXIT, FRAME, HELLO, OUT, RESIZE, STDIN, frame,
                                     sock_path)
@@ -77,13 +78,15 @@ class _Protocol(asyncio.Protocol):
 class MonitorStdio:
     """A live attachment to one process's stdio (see ``engine.kernel.Stdio``)."""
 
-    def __init__(self, proto: _Protocol, hello: dict[str, bool], alive: Callable[[], bool]) -> None:
+    def __init__(self, proto: _Protocol, hello: dict[str, Any], alive: Callable[[], bool]) -> None:
         self._p = proto
         self.tty = bool(hello.get("tty"))
         self._stdin = bool(hello.get("stdin"))
         self._alive = alive
         self._done = False
         self.exit_status: dict[str, int] | None = None
+        pos = hello.get("log")  # see engine.kernel.Stdio.log_position
+        self.log_position = (int(pos[0]), int(pos[1])) if isinstance(pos, list) and len(pos) == 2 else None
 
     async def read(self) -> tuple[int, bytes] | None:
         while not self._done:

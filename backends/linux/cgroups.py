@@ -288,6 +288,13 @@ class LinuxCgroups:
 
     # ---- kill / remove ----------------------------------------------------------------------
     async def cgroup_kill(self, path: str) -> None:
+        # The common case, a container whose init has exited (its pid namespace went with it),
+        # finds the cgroup empty: a few small reads (and on v2 the cgroup.kill write, for a
+        # process joining meanwhile), answered on the loop without a thread hop.
+        # (FileNotFoundError for a missing cgroup comes from the same reads.)
+        if not self._cgroup_procs(path):
+            self._cg.kill(path)
+            return
         await self._cg_run(self._cgroup_kill, path)
 
     def _cgroup_kill(self, path: str) -> None:

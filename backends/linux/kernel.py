@@ -18,6 +18,7 @@ still alive that this kernel made), which ``leaks()`` gathers.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import platform
 
@@ -66,6 +67,8 @@ class LinuxKernel(LinuxProcesses, LinuxSnapshots, LinuxPathOps, LinuxCgroups, Li
 
     async def close(self) -> None:
         await self._close_processes()
+        for trash in (self._snap_trash, self._px_trash):  # deletions still in flight
+            await asyncio.to_thread(trash.flush)
 
     def leaks(self) -> dict[str, list[str]]:
         found = {

@@ -6,73 +6,70 @@ and shares the zygote's pages copy-on-write. One monitor per spawned sandbox and
 1. reads one request (``spawn`` or ``exec``) from the connection the zygote handed it;
 2. sets up the stdio (pipes, or a pty whose slave becomes the controlling terminal), the json-file
    log, the attach socket ``<dir>/attach.sock``, and a CLOEXEC error pipe;
-3. ``spawn``: ``unshare(CLONE_NEWPID)`` then fork → the child (PID 1 of the new pid namespace)
-   runs ``sandbox.init_main``; ``exec``: ``setns`` into the target's pid namespace then fork → the
-   child runs ``sandbox.exec_main``. A child that fails sends ``{errno, strerror, filename}`` on the
-   error pipe; EOF on it means execve succeeded;
-4. replies ``{"pid", "monitor", "state"}`` (plus pidfds of both, by SCM_RIGHTS) or
-   ``{"error": [...]}``, writes ``state.json`` before replying;
+3. ``spawn``: hands the request and its fds to the child the spare forked in advance, already PID 1
+   of a new pid namespace (``monitor_child.Prefork``; without one: ``unshare(CLONE_NEWPID)`` then
+   fork); it runs ``sandbox.init_main``. ``exec``: ``setns`` into the target's pid namespace then
+   fork → the child runs ``sandbox.exec_main``. A child that fails sends ``{errno, strerror,
+   filename}`` on the error pipe; EOF on it means execve succeeded (``monitor_child.child_main``);
+4. replies ``{"pid", "monitor", "own"}`` (``own``: what ``state.json`` adds to the request's
+   ``state``; plus pidfds of both and the read end of a "done"
+   pipe, by SCM_RIGHTS) or ``{"error": [...]}``, writes ``state.json`` before replying;
 5. loops (poll, no asyncio): output → log and attached clients; client frames → stdin / resize;
-   child exit → drain, flush the log, write ``exit.json`` atomically, send the exit frame, exit.
+   child exit → drain, flush the log, write ``exit.json`` atomically, send the exit frame, close
+   the done pipe, exit.
 
 Attach gate: output is not read until the first client attaches or ``stdio.attach_grace`` s after
 the exec, whichever comes first (it waits in the pipe meanwhile). So a client attaching right after
 ``spawn`` returns sees the output from the very start, while "output after the attach began" holds
 for any later client, and nothing is ever in the log *and* replayed.
 
-The attach frame format is in ``backends.linux.monitor_wire``.
+The output/input/client side of the loop is ``backends.linux.monitor_relay``; the attach frame
+format is in ``backends.linux.monitor_wire``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import importlib
 import json
 import os
 import select
 import signal
 import socket
-import struct
 import sys
-import termios
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
 from backends.linux import libc
-from backends.linux.monitor_wire import (CLOSE_STDIN, ERR, EXIT, FRAME, HELLO, OUT, RESIZE, STDIN,
-                                         decode_exec, decode_spawn, frame, recv_msg, send_msg,
-                                         set_title, sock_path, start_ticks, write_json)
+from backends.linux.monitor_child import Prefork, child_main
+from backends.linux.monitor_relay import Relay, _Client
+from backends.linux.monitor_wire import (ERR, EXIT, OUT, decode_exec, decode_spawn, frame, recv_raw,
+                                         send_msg, set_title, sock_path, start_ticks, write_json)
 from engine.containers.logfile import LogWriter
 from engine.kernel import ExecSpec, Namespace, SpawnSpec
 
 DRAIN_GRACE = 0.5  # after the exit, how long to wait for EOF from writers that outlive the child
 FLUSH_DEADLINE = 2.0  # at the end, how long slow clients get to take their last frames
-CLIENT_BUF_MAX = 8 << 20  # a client that lags more than this is dropped
 
 
 # ---- the monitor -------------------------------------------------------------------------------
-class _Client:
-    __slots__ = ("sock", "rbuf", "wbuf")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock, self.rbuf, self.wbuf = sock, bytearray(), bytearray()
-
-
-class Monitor:
+class Monitor(Relay):
     """One container's (or exec's) monitor. :meth:`start` forks the child; :meth:`run` loops."""
 
-    def __init__(self, req: dict[str, Any], sandbox_module: str) -> None:
-        self.req = req
+    def __init__(self, req: dict[str, Any], sandbox_module: str, prefork: Prefork | None = None,
+                 raw: bytes | None = None) -> None:
+        """``req``: the request (``raw``: its JSON, handed to a pre-forked child as it is). The
+        spec is decoded in :meth:`start`, while the child already works."""
+        self.req, self.raw = req, raw
+        self.prefork = prefork
         self.op: str = req["op"]
         self.dir: str = req["dir"]
         self.sandbox = importlib.import_module(sandbox_module)  # preloaded by the zygote
-        self.spec: SpawnSpec | ExecSpec = (decode_spawn(req["spec"]) if self.op == "spawn"
-                                           else decode_exec(req["spec"]))
-        self.tty = self.spec.stdio.tty
+        self.spec: SpawnSpec | ExecSpec
+        self.tty = bool(req["spec"]["stdio"]["tty"])
         self.pid = 0
         self.pidfd = -1
         self.out: dict[int, bytes] = {}  # readable fd -> frame kind
@@ -86,6 +83,8 @@ class Monitor:
         self.status: dict[str, int] | None = None
         self._child_fds: list[int] = []
         self.state: dict[str, Any] = {}
+        self.own: dict[str, Any] = {}  # what the state record adds to the request's "state"
+        self.done_w: int | None = None
 
     # -- start ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -96,15 +95,15 @@ class Monitor:
         its security steps and ``execve``, so nothing of the container runs unless all of
         this succeeded. ``state.json`` appears only once the exec did.
         """
-        spec, stdio = self.spec, self.spec.stdio
+        stdin_open = bool(self.req["spec"]["stdio"]["stdin_open"])
         if self.tty:
             self.master, slave = os.openpty()
             os.set_blocking(self.master, False)
             self._child_fds = [slave, slave, slave]
             self.out[self.master] = OUT
-            self.stdin_fd = self.master if stdio.stdin_open else None
+            self.stdin_fd = self.master if stdin_open else None
         else:
-            if stdio.stdin_open:
+            if stdin_open:
                 r, self.stdin_fd = os.pipe()
                 os.set_blocking(self.stdin_fd, False)
             else:
@@ -115,17 +114,24 @@ class Monitor:
             self._child_fds = [r, out_w, err_w]
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-        if self.op == "spawn":
-            assert isinstance(spec, SpawnSpec)
-            if Namespace.PID in spec.namespaces:
-                libc.unshare(libc.CLONE_NEWPID)  # our next child is PID 1 of a new namespace
-        else:
-            self._enter_target_pidns()
-        pid = os.fork()
+        pid = self._hand_over(err_w, gate_r)
+        self.spec = spec = (decode_spawn(self.req["spec"]) if self.op == "spawn"
+                            else decode_exec(self.req["spec"]))
+        stdio = spec.stdio
         if pid == 0:
-            os.close(err_r)
-            os.close(gate_w)
-            self._child(err_w, gate_r)
+            if self.op == "spawn":
+                assert isinstance(spec, SpawnSpec)
+                if Namespace.PID in spec.namespaces:
+                    libc.unshare(libc.CLONE_NEWPID)  # our next child is PID 1 of a new namespace
+                else:
+                    self._host_pidns()  # undo the spare's unshare (Prefork): the child stays in ours
+            else:
+                self._enter_target_pidns()
+            pid = os.fork()
+            if pid == 0:
+                os.close(err_r)
+                os.close(gate_w)
+                child_main(self.sandbox, self.op, spec, self.req, self._child_fds, err_w, gate_r)
         self.pid = pid
         os.close(err_w)
         os.close(gate_r)
@@ -136,10 +142,10 @@ class Monitor:
         try:
             self.pidfd = os.pidfd_open(pid)
             self._setup_monitor()
-            state = {"op": self.op, "pid": pid, "start": start_ticks(pid), "monitor": os.getpid(),
-                     "monitor_start": start_ticks(os.getpid()), "started": time.time(),
-                     "tty": self.tty, "stdin": stdio.stdin_open}
-            state.update(self.req.get("state", {}))
+            self.own = {"op": self.op, "pid": pid, "start": start_ticks(pid), "monitor": os.getpid(),
+                        "monitor_start": start_ticks(os.getpid()), "started": time.time(),
+                        "tty": self.tty, "stdin": stdio.stdin_open}
+            state = {**self.own, **self.req.get("state", {})}
             with open(state_path + ".tmp", "w") as fh:  # runtime state: no fsync (see _finish)
                 json.dump(state, fh)
         except BaseException:
@@ -192,39 +198,34 @@ class Monitor:
         finally:
             os.close(fd)
 
-    def _child(self, err_w: int, gate: int) -> NoReturn:
-        """In the forked child: stdio on 0-2, a session (and controlling tty), then the sandbox."""
+    def _hand_over(self, err_w: int, gate_r: int) -> int:
+        """Give a spawn to the pre-forked child (see ``monitor_child.Prefork``); its pid, or 0
+        if there is none or it does not fit (no new pid namespace, an exec): then we fork."""
+        prefork, self.prefork = self.prefork, None
+        if prefork is None:
+            return 0
+        if self.op == "spawn" and Namespace.PID.value in self.req["spec"]["namespaces"]:
+            raw = self.raw if self.raw is not None else json.dumps(self.req).encode()
+            try:
+                return prefork.hand_over(raw, self._child_fds, err_w, gate_r)
+            except OSError:
+                pass  # it died: reap it, fork a fresh one
+        prefork.discard()
+        return 0
+
+    @staticmethod
+    def _host_pidns() -> None:
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            for i, fd in enumerate(self._child_fds):
-                os.dup2(fd, i)  # dup2'd fds are inheritable
-            os.setsid()
-            if self.tty:
-                fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-            for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGHUP, signal.SIGTERM,
-                        signal.SIGXFSZ, signal.SIGCHLD):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])
-            if self.op == "spawn":
-                self.sandbox.init_main(self.spec, cgroup_procs=self.req["cgroup_procs"],
-                                       netns_path=self.req["netns_path"], gate=gate)
-            else:
-                init = self.req.get("init_spec")
-                self.sandbox.exec_main(self.req["target"], self.spec, self.req["init_cwd"],
-                                       cgroup_procs=self.req["cgroup_procs"],
-                                       init_spec=decode_spawn(init) if init else None, gate=gate)
-            raise OSError(errno.EIO, "sandbox entry returned")
-        except OSError as e:
-            report = {"errno": e.errno or errno.EIO, "strerror": e.strerror or str(e),
-                      "filename": None if e.filename is None else str(e.filename)}
-        except BaseException as e:  # noqa: BLE001 - must never return into the monitor's code
-            report = {"errno": errno.EIO, "strerror": f"{type(e).__name__}: {e}", "filename": None}
-        try:
-            os.write(err_w, json.dumps(report).encode())
+            libc.setns(fd, libc.CLONE_NEWPID)
         finally:
-            os._exit(127)
+            os.close(fd)
 
     def abort(self) -> None:
         """After a failed :meth:`start`: close what was made (the daemon removes the dir)."""
+        if self.prefork is not None:
+            self.prefork.discard()
+            self.prefork = None
         for fd in set(self._child_fds) | set(self.out) | {self.stdin_fd or -1, self.pidfd}:
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -288,105 +289,6 @@ class Monitor:
         os.close(self.pidfd)
         self.pidfd = -1
 
-    def _accept(self) -> None:
-        assert self.listener is not None
-        try:
-            sock, _ = self.listener.accept()
-        except BlockingIOError:
-            return
-        sock.setblocking(False)
-        c = _Client(sock)
-        c.wbuf += frame(HELLO, json.dumps({"tty": self.tty, "stdin": self.stdin_fd is not None
-                                          and not self.stdin_closing}).encode())
-        self.clients[sock.fileno()] = c
-
-    def _drop(self, fd: int) -> None:
-        c = self.clients.pop(fd)
-        c.sock.close()
-
-    def _client_io(self, fd: int, ev: int) -> None:
-        c = self.clients[fd]
-        if ev & select.POLLOUT and c.wbuf:
-            try:
-                n = c.sock.send(c.wbuf)
-                del c.wbuf[:n]
-            except BlockingIOError:
-                pass
-            except OSError:
-                self._drop(fd)
-                return
-        if ev & (select.POLLIN | select.POLLHUP | select.POLLERR):
-            try:
-                data = c.sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                self._drop(fd)
-                return
-            c.rbuf += data
-            while len(c.rbuf) >= FRAME.size:
-                kind, n = FRAME.unpack_from(c.rbuf)
-                if len(c.rbuf) < FRAME.size + n:
-                    break
-                payload = bytes(c.rbuf[FRAME.size:FRAME.size + n])
-                del c.rbuf[:FRAME.size + n]
-                self._command(kind, payload)
-
-    def _command(self, kind: bytes, payload: bytes) -> None:
-        if kind == STDIN and self.stdin_fd is not None and not self.stdin_closing:
-            self.stdin_buf += payload
-            self._write_stdin()
-        elif kind == CLOSE_STDIN and self.stdin_fd is not None and not self.stdin_closing:
-            if self.tty:
-                self.stdin_buf += b"\x04"  # VEOF: the reader of the terminal sees end of file
-            self.stdin_closing = True
-            self._write_stdin()
-        elif kind == RESIZE and self.master is not None and len(payload) == 4:
-            rows, cols = struct.unpack(">HH", payload)
-            with contextlib.suppress(OSError):
-                fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-
-    def _write_stdin(self) -> None:
-        fd = self.stdin_fd
-        if fd is None:
-            return
-        try:
-            while self.stdin_buf:
-                n = os.write(fd, self.stdin_buf)
-                del self.stdin_buf[:n]
-        except BlockingIOError:
-            return
-        except OSError:  # EPIPE: the process closed its stdin; EIO: the tty is gone
-            self.stdin_buf.clear()
-            self.stdin_closing = True
-        if self.stdin_closing and not self.stdin_buf:
-            self.stdin_fd = None
-            if fd != self.master:
-                os.close(fd)
-
-    def _read_output(self, fd: int) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:  # EIO from a pty master once every slave is closed
-            data = b""
-        if not data:
-            del self.out[fd]
-            if fd != self.master:
-                os.close(fd)
-            return
-        kind = self.out[fd]
-        if self.log is not None:
-            self.log.write(1 if kind == OUT else 2, data)
-        chunk = frame(kind, data)
-        for cfd, c in list(self.clients.items()):
-            c.wbuf += chunk
-            if len(c.wbuf) > CLIENT_BUF_MAX:
-                self._drop(cfd)
-
     def _finish(self) -> None:
         for fd in list(self.out):  # what is left in the pipes without blocking
             for _ in range(64):
@@ -408,13 +310,18 @@ class Monitor:
             with contextlib.suppress(OSError):
                 c.sock.sendall(c.wbuf)
             self._drop(fd)
+        if self.done_w is not None:  # the daemon's wait returns now, not after our exit
+            os.close(self.done_w)
+            self.done_w = None
 
 
-def serve(conn_fd: int, sandbox_module: str, replied: Callable[[], None] | None = None) -> NoReturn:
+def serve(conn_fd: int, sandbox_module: str, replied: Callable[[], None] | None = None,
+          prefork: Prefork | None = None) -> NoReturn:
     """Entry point of a monitor freshly forked by the zygote (fd 0-2 are /dev/null or a log).
 
     ``replied`` is called once the daemon has its answer (or the monitor failed): the zygote
-    forks the next spare then, not while this start still needs the CPU."""
+    forks the next spare then, not while this start still needs the CPU. ``prefork``: a child
+    forked in advance (``monitor_child.Prefork``) that a spawn uses instead of forking one."""
     code = 0
     try:
         os.chdir("/")
@@ -422,10 +329,10 @@ def serve(conn_fd: int, sandbox_module: str, replied: Callable[[], None] | None 
             signal.signal(sig, signal.SIG_IGN)
         os.set_inheritable(conn_fd, False)  # SCM_RIGHTS fds arrive without O_CLOEXEC
         conn = socket.socket(fileno=conn_fd)
-        req, _ = recv_msg(conn)
+        raw, _ = recv_raw(conn)
+        req = json.loads(raw)
         kind = "monitor" if req["op"] == "spawn" else "exec"
-        set_title(f"wharfie-{kind} {req.get('state', {}).get('id', '')}")
-        mon = Monitor(req, sandbox_module)
+        mon = Monitor(req, sandbox_module, prefork, raw)
         try:
             mon.start()
         except OSError as e:
@@ -436,13 +343,17 @@ def serve(conn_fd: int, sandbox_module: str, replied: Callable[[], None] | None 
                 replied()
             os._exit(0)
         selffd = os.pidfd_open(os.getpid())
-        send_msg(conn, {"pid": mon.pid, "monitor": os.getpid(), "state": mon.state},
-                 [mon.pidfd, selffd])
+        done_r, mon.done_w = os.pipe2(os.O_CLOEXEC)  # closed when exit.json is written
+        # the daemon has the request's "state": only what we added travels back
+        send_msg(conn, {"pid": mon.pid, "monitor": os.getpid(), "own": mon.own},
+                 [mon.pidfd, selffd, done_r])
         os.close(selffd)
+        os.close(done_r)
         conn.close()
         if replied is not None:
             replied()
             replied = None
+        set_title(f"wharfie-{kind} {req.get('state', {}).get('id', '')}")  # off the start's path
         mon.run()
     except BaseException:  # noqa: BLE001 - a monitor never unwinds into the zygote's loop
         traceback.print_exc()

@@ -46,6 +46,12 @@ def send_msg(sock: socket.socket, obj: Any, fds: list[int] | None = None) -> Non
 
 def recv_msg(sock: socket.socket) -> tuple[Any, list[int]]:
     """Inverse of :func:`send_msg`. Raises ``OSError(EIO)`` if the peer closes early."""
+    raw, fds = recv_raw(sock)
+    return json.loads(raw), fds
+
+
+def recv_raw(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """:func:`recv_msg` without the JSON decoding: the message's bytes."""
     buf, fds = bytearray(), list[int]()
     need = 4
     while len(buf) < need:
@@ -61,7 +67,7 @@ def recv_msg(sock: socket.socket) -> tuple[Any, list[int]]:
         buf += data
         if need == 4 and len(buf) >= 4:
             need = 4 + struct.unpack(">I", buf[:4])[0]
-    return json.loads(bytes(buf[4:need])), fds
+    return bytes(buf[4:need]), fds
 
 
 def encode(obj: Any) -> Any:

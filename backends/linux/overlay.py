@@ -33,42 +33,62 @@ def _escape(path: str) -> str:
     return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
 
 
-def overlay_data(lowers: list[str], upper: str | None = None, work: str | None = None) -> str:
+def overlay_data(lowers: list[str], upper: str | None = None, work: str | None = None,
+                 volatile: bool = False) -> str:
     """The classic ``mount(2)`` data string for an overlay of ``lowers`` (top first)."""
     opts = ["lowerdir=" + ":".join(_escape(p) for p in lowers)]
     if upper is not None:
         assert work is not None
         opts += [f"upperdir={_escape(upper)}", f"workdir={_escape(work)}"]
+        if volatile:
+            opts.append("volatile")
     opts += [f"{k}={v}" for k, v in _PINNED]
     return ",".join(opts)
 
 
 def mount_overlay(target: str, lowers: list[str], upper: str | None = None, work: str | None = None,
-                  readonly: bool = False, force_new_api: bool = False, force_relative: bool = False) -> None:
+                  readonly: bool = False, force_new_api: bool = False, force_relative: bool = False,
+                  volatile: bool = False) -> None:
     """Mount an overlay at ``target``. Needs at least two lowers without an upper on kernels
     before 6.x, so callers pad a lone lower with an empty dir.
+
+    ``volatile`` (with an upper; Linux 5.10+): overlayfs skips every sync of the upper
+    filesystem, including the ``syncfs`` that unmounting otherwise does (which flushes the
+    whole upper filesystem: other tenants' dirty data too). It leaves ``work/work/incompat/
+    volatile`` behind, which refuses any later mount of the same upper/work pair until removed
+    (see :func:`clear_volatile`).
 
     Raises the ``OSError`` of the failing syscall (``filename`` = target or the refused option).
     """
     if not lowers:
         raise OSError(errno.EINVAL, "overlay needs at least one lower dir", target)
-    data = overlay_data(lowers, upper, work)
+    data = overlay_data(lowers, upper, work, volatile)
     flags = libc.MS_RDONLY if readonly else 0
     if not force_new_api and not force_relative and len(data.encode()) <= MAX_MOUNT_DATA:
         libc.mount("overlay", target, "overlay", flags, data)
         return
     if not force_relative:
         try:
-            _mount_overlay_fsconfig(target, lowers, upper, work, readonly)
+            _mount_overlay_fsconfig(target, lowers, upper, work, readonly, volatile)
             return
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.ENOSYS):  # "lowerdir+" is Linux >= 6.8
                 raise
-    _mount_overlay_relative(target, lowers, upper, work, flags)
+    _mount_overlay_relative(target, lowers, upper, work, flags, volatile)
+
+
+def clear_volatile(work: str) -> None:
+    """Remove the marker a ``volatile`` mount leaves in ``work`` (if any), so the upper/work
+    pair can be mounted again (what containers/storage does for podman's ``--rm`` mounts)."""
+    marker = os.path.join(work, "work", "incompat", "volatile")
+    if os.path.isdir(marker):
+        for name in os.listdir(marker):
+            os.unlink(os.path.join(marker, name))
+        os.rmdir(marker)
 
 
 def _mount_overlay_relative(target: str, lowers: list[str], upper: str | None, work: str | None,
-                            flags: int) -> None:
+                            flags: int, volatile: bool = False) -> None:
     """Older kernels: the classic call with paths relative to the lowers' common directory
     (``12/fs`` instead of ``/var/lib/…/snapshots/12/fs``), as Docker's overlay2 does, made in a
     forked child so the daemon's working directory (shared by its threads) never changes."""
@@ -76,7 +96,7 @@ def _mount_overlay_relative(target: str, lowers: list[str], upper: str | None, w
     base = os.path.commonpath(paths)
     rel = [os.path.relpath(p, base) for p in paths]
     data = overlay_data(rel[:len(lowers)], rel[len(lowers)] if upper is not None else None,
-                        rel[len(lowers) + 1] if upper is not None else None)
+                        rel[len(lowers) + 1] if upper is not None else None, volatile)
     if len(data.encode()) > MAX_MOUNT_DATA:
         raise OSError(errno.E2BIG, f"overlay of {len(lowers)} layers: options exceed one page", target)
     abs_target = os.path.abspath(target)
@@ -100,7 +120,7 @@ def _mount_overlay_relative(target: str, lowers: list[str], upper: str | None, w
 
 
 def _mount_overlay_fsconfig(target: str, lowers: list[str], upper: str | None, work: str | None,
-                            readonly: bool) -> None:
+                            readonly: bool, volatile: bool = False) -> None:
     fsfd = libc.fsopen("overlay")
     try:
         for lower in lowers:  # top first, as in "lowerdir=top:…:bottom"
@@ -109,6 +129,8 @@ def _mount_overlay_fsconfig(target: str, lowers: list[str], upper: str | None, w
             assert work is not None
             libc.fsconfig(fsfd, libc.FSCONFIG_SET_STRING, "upperdir", upper)
             libc.fsconfig(fsfd, libc.FSCONFIG_SET_STRING, "workdir", work)
+            if volatile:
+                libc.fsconfig(fsfd, libc.FSCONFIG_SET_FLAG, "volatile")
         for key, value in _PINNED:
             libc.fsconfig(fsfd, libc.FSCONFIG_SET_STRING, key, value)
         libc.fsconfig(fsfd, libc.FSCONFIG_CMD_CREATE)

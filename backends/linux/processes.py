@@ -5,11 +5,14 @@ zygote (``backends.linux.zygote``) and a state directory:
 ``<exec_root>/sandboxes/<id>.<token>/`` or ``<exec_root>/execs/<token>/`` holding ``state.json``
 (written before spawn returns), ``exit.json`` (written by the monitor when the process ended) and
 ``attach.sock``. The directory *is* the record: a new LinuxKernel over the same ``exec_root``
-(a restarted daemon) adopts whatever it finds there, running or ended.
+(a restarted daemon) adopts whatever it finds there, running or ended. ``release`` moves it to
+``<exec_root>/trash/`` (deleted in the background, see ``backends.linux.trash``).
 
 Pids are tracked through pidfds (pid reuse cannot misdirect a signal): one on the process, one on
 its monitor. ``wait`` waits for the *monitor* to exit, which it does right after writing
-``exit.json`` and delivering the last output, so a returned status comes with complete logs.
+``exit.json`` and delivering the last output, so a returned status comes with complete logs. The
+monitor that this daemon started also hands back a pipe it closes right then, before its exit
+(tearing down a Python process's address space takes ~1 ms): ``wait`` watches that first.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from backends.linux import attach, libc
 from backends.linux.monitor_wire import encode
 from backends.linux.procfs import open_pidfd, sandbox_processes
+from backends.linux.trash import Trash
 from backends.linux.zygote import ZygoteClient
 from engine.kernel import (SIGKILL, ExecSpec, ExitStatus, Pid, ProcessInfo, SandboxInfo,
                            SpawnSpec, Stdio)
@@ -53,6 +57,7 @@ class _Proc:
         self.id = str(state.get("id", ""))
         self.pidfd: int | None = None
         self.monfd: int | None = None
+        self.donefd: int | None = None  # EOF once the monitor wrote exit.json (its own start only)
         self.status: ExitStatus | None = None
         self.fut: asyncio.Future[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -107,6 +112,8 @@ class LinuxProcesses:
         self._px_zygote: ZygoteClient | None = None
         for sub in ("sandboxes", "execs"):
             os.makedirs(os.path.join(self.exec_root, sub), mode=0o700, exist_ok=True)
+        self._px_trash = Trash(os.path.join(self.exec_root, "trash"))  # released records
+        self._px_trash.empty()
         self._px_scan()
 
     def _leaks_processes(self) -> list[str]:
@@ -186,6 +193,16 @@ class LinuxProcesses:
         """The exit status if the process has ended (non-blocking), else None."""
         if proc.status is not None:
             return proc.status
+        if proc.donefd is not None:
+            if not _readable(proc.donefd):
+                return None
+            st = _read_exit(proc.dir)
+            if st is not None:  # settled before the monitor has finished exiting
+                self._px_settle(proc, st)
+                return proc.status
+            self._px_unwatch(proc)  # it ended without a record: its pidfds tell the rest
+            os.close(proc.donefd)
+            proc.donefd = None
         if proc.monfd is not None:
             if not _readable(proc.monfd):
                 return None
@@ -211,10 +228,10 @@ class LinuxProcesses:
             proc.fut.set_result(None)
 
     def _px_close_fds(self, proc: _Proc) -> None:
-        for fd in (proc.pidfd, proc.monfd):
+        for fd in (proc.pidfd, proc.monfd, proc.donefd):
             if fd is not None:
                 os.close(fd)
-        proc.pidfd = proc.monfd = None
+        proc.pidfd = proc.monfd = proc.donefd = None
 
     def _px_unwatch(self, proc: _Proc) -> None:
         if proc.watch_fd is not None and proc.loop is not None and not proc.loop.is_closed():
@@ -227,8 +244,7 @@ class LinuxProcesses:
             return proc.fut
         self._px_unwatch(proc)
         fut: asyncio.Future[None] = loop.create_future()
-        fd = proc.monfd if proc.monfd is not None else proc.pidfd
-        assert fd is not None
+        fd = next(f for f in (proc.donefd, proc.monfd, proc.pidfd) if f is not None)
         proc.fut, proc.loop, proc.watch_fd = fut, loop, fd
 
         def ready() -> None:
@@ -252,33 +268,37 @@ class LinuxProcesses:
         try:
             reply, fds = await asyncio.shield(call)
         except asyncio.CancelledError:  # the monitor goes on: record its outcome when it comes
-            call.add_done_callback(lambda f: self._px_late_start(path, f))
+            call.add_done_callback(lambda f: self._px_late_start(path, f, request))
             raise
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             raise
-        return self._px_finish_start(path, reply, fds)
+        return self._px_finish_start(path, reply, fds, request)
 
-    def _px_late_start(self, path: str, call: asyncio.Future[tuple[Any, list[int]]]) -> None:
+    def _px_late_start(self, path: str, call: asyncio.Future[tuple[Any, list[int]]],
+                       request: dict[str, Any]) -> None:
         if call.cancelled() or call.exception() is not None:
             shutil.rmtree(path, ignore_errors=True)
             return
         with contextlib.suppress(OSError):
-            self._px_finish_start(path, *call.result())
+            self._px_finish_start(path, *call.result(), request)
 
-    def _px_finish_start(self, path: str, reply: dict[str, Any], fds: list[int]) -> Pid:
-        if "error" in reply or len(fds) != 2:
+    def _px_finish_start(self, path: str, reply: dict[str, Any], fds: list[int],
+                         request: dict[str, Any]) -> Pid:
+        if "error" in reply or len(fds) not in (2, 3):
             for fd in fds:
                 os.close(fd)
             shutil.rmtree(path, ignore_errors=True)
             code, msg, filename = reply.get("error") or (errno.EIO, "monitor failed", None)
             raise OSError(code, msg, *(() if filename is None else (filename,)))
-        state = reply.get("state")
+        own = reply.get("own")  # state.json = the monitor's own fields + the request's "state"
+        state = {**own, **request["state"]} if isinstance(own, dict) else reply.get("state")
         if state is None:  # a monitor that did not send it: the record it wrote
             with open(os.path.join(path, "state.json")) as fh:
                 state = json.load(fh)
         proc = _Proc(path, state)
-        proc.pidfd, proc.monfd = fds
+        proc.pidfd, proc.monfd = fds[0], fds[1]
+        proc.donefd = fds[2] if len(fds) == 3 else None
         self._px_register(proc)
         return Pid(proc.pid)
 
@@ -377,7 +397,10 @@ class LinuxProcesses:
             raise OSError(errno.EBUSY, f"process {pid} is still running")
         del self._px_procs[pid]
         self._px_dirs.discard(proc.dir)
-        shutil.rmtree(proc.dir, ignore_errors=True)
+        try:  # out of the scanned dirs at once; deleted in the background
+            self._px_trash.put(proc.dir)
+        except OSError:
+            shutil.rmtree(proc.dir, ignore_errors=True)
 
     async def processes(self, pid: Pid) -> list[ProcessInfo]:
         proc = self._px_get(pid)

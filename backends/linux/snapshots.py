@@ -11,6 +11,7 @@ snapshots and can unmount what an earlier one mounted)::
     snapshots/empty/          an empty dir: the bottom lower of an active snapshot without parent
                               and the second lower of a lone committed layer (older kernels need 2)
     mounts/<hash>.json        one per mount we made: {"target", "key", "created"}
+    trash/                    removed snapshot dirs, deleted in the background (``trash.Trash``)
 
 Keys (chain ids ``sha256:…``, container ids) map to short numeric dirs so overlay option strings
 stay short (see ``backends.linux.overlay`` for what happens when a chain is still too long).
@@ -37,6 +38,7 @@ from typing import Any, BinaryIO
 from backends.linux import layers, libc, overlay
 from backends.linux.layer_root import BUFSIZE, rmtree_at
 from backends.linux.diff import write_diff
+from backends.linux.trash import Trash
 from engine.kernel import LayerLimits, SnapshotInfo, SnapshotKind
 
 
@@ -101,6 +103,8 @@ class LinuxSnapshots:
         self._snap_lock = threading.RLock()
         self._pending: dict[str, str | None] = {}  # keys being applied/prepared → parent
         self._dirs: dict[str, str] = {}  # key → numeric dir name (a cache of meta.json files)
+        self._snap_trash = Trash(os.path.join(self.root, "trash"))  # removed snapshots, deleted later
+        self._snap_trash.empty()
         points = overlay.mount_points()
         for n in self._numeric_dirs():
             d = os.path.join(self._snapshots_dir, n)
@@ -323,10 +327,10 @@ class LinuxSnapshots:
                 self._discard(d)
                 raise
 
-    async def mount(self, key: str, target: str, readonly: bool = False) -> None:
-        await asyncio.to_thread(self._mount, key, target, readonly)
+    async def mount(self, key: str, target: str, readonly: bool = False, volatile: bool = False) -> None:
+        await asyncio.to_thread(self._mount, key, target, readonly, volatile)
 
-    def _mount(self, key: str, target: str, readonly: bool) -> None:
+    def _mount(self, key: str, target: str, readonly: bool, volatile: bool = False) -> None:
         with self._snap_lock:
             meta = self._meta(key)
             target = self._norm_target(target)
@@ -339,8 +343,10 @@ class LinuxSnapshots:
             try:
                 if meta["kind"] == SnapshotKind.ACTIVE:
                     lowers = self._chain(meta["parent"]) or [self._empty_dir]
-                    overlay.mount_overlay(target, lowers, self._snap_path(meta["n"], "fs"),
-                                          self._snap_path(meta["n"], "work"), readonly=readonly)
+                    work = self._snap_path(meta["n"], "work")
+                    overlay.clear_volatile(work)  # an earlier volatile mount's marker
+                    overlay.mount_overlay(target, lowers, self._snap_path(meta["n"], "fs"), work,
+                                          readonly=readonly, volatile=volatile and not readonly)
                 else:  # committed: always read-only; a lone lower gets the empty dir as a second
                     lowers = self._chain(key)
                     if len(lowers) == 1:
@@ -399,9 +405,19 @@ class LinuxSnapshots:
             d = self._snap_path(meta["n"])
             os.unlink(os.path.join(d, "meta.json"))  # gone from here on; rmtree may take time
             self._dirs.pop(key, None)
+            if os.path.join(d, "lower") not in points:
+                try:  # out of sight now, deleted in the background (a crash: emptied at start)
+                    self._snap_trash.put(d)
+                    return
+                except OSError:
+                    pass
         self._discard(d)
 
     async def stat(self, key: str) -> SnapshotInfo:
+        n = self._dirs.get(key)
+        meta = self._read_meta(n) if n is not None else None
+        if meta is not None and meta["key"] == key and meta["kind"] == SnapshotKind.COMMITTED:
+            return self._info(meta)  # a known committed layer: one small read, no worker thread
         return await asyncio.to_thread(lambda: self._info(self._meta(key)))
 
     async def list(self) -> builtins.list[SnapshotInfo]:

@@ -12,9 +12,12 @@ spare waits, so each message has one reader). The spare that gets a request tell
 (one byte on a pipe), calls ``setsid`` and becomes the monitor: it reads the request from the
 socket it was handed and answers on it itself (``backends.linux.monitor``). So a spawn does not
 wait for a fork of the zygote, nor for the new process's copy-on-write warm-up (~2 ms together).
-The zygote forks the next spare once the monitor has replied (a second byte, or EOF, on the
-pipe): on a busy machine that fork would otherwise compete with the start for a CPU. It forks at
-once if another request is already waiting on the control socket (polled, never read), so
+Each spare also forks, while it waits, the child a spawn will turn into the container's init
+(``monitor_child.Prefork``: already PID 1 of a new pid namespace). The zygote forks the next
+spare ``SPARE_DELAY`` after the monitor has replied (a second byte, or EOF, on the pipe): on a
+busy machine that fork (and the spare's own fork and warm-up) would otherwise compete for a CPU
+with the start and, for a short container, its exit and teardown. It forks at once if another
+request is already waiting on the control socket (polled, never read), so
 concurrent starts do not queue behind one another. The zygote ignores SIGCHLD, so the kernel
 reaps monitors that end while it runs (after it is gone, they are reparented like any orphan).
 The zygote itself never blocks on a container.
@@ -44,6 +47,7 @@ from array import array
 from typing import Any
 
 TITLE = "wharfie-zygote"
+SPARE_DELAY = 0.008  # after a monitor replied, the next spare is forked this much later
 _PAD = " " * 72  # room for monitors' titles (see monitor.set_title)
 
 
@@ -113,12 +117,19 @@ class ZygoteClient:
 
         if not self._lock.acquire(blocking=False):
             return await asyncio.to_thread(self.call, request)
+        data = json.dumps(request).encode()
+        data = struct.pack(">I", len(data)) + data  # monitor_wire.send_msg's framing
+        sent = 0
         try:
             ctl = self._ctl if self._alive() else None
             a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 if ctl is None:
                     raise ConnectionError("zygote not running")
+                # the request waits in the socket before the spare wakes: it reads it at once
+                a.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    sent = a.send(data)
                 ctl.sendmsg([b"R"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", [b.fileno()]))])
             except OSError:
                 a.close()
@@ -130,10 +141,9 @@ class ZygoteClient:
         if ctl is None:  # the zygote must be (re)started: blocking work, off the loop
             return await asyncio.to_thread(self.call, request)
         with a:
-            a.setblocking(False)
             loop = asyncio.get_running_loop()
-            data = json.dumps(request).encode()  # monitor_wire.send_msg's framing
-            await loop.sock_sendall(a, struct.pack(">I", len(data)) + data)
+            if sent < len(data):
+                await loop.sock_sendall(a, data[sent:])
             return await _recv_msg_async(loop, a)
 
     def _alive(self) -> bool:
@@ -227,10 +237,41 @@ def main(argv: list[str]) -> int:
             poller = select.poll()
             poller.register(taken_r, select.POLLIN)
             poller.register(ctl.fileno(), select.POLLIN)
-            while not poller.poll():
+            while not (ready := poller.poll()):
                 pass
+            if not any(fd == ctl.fileno() for fd, _ in ready):
+                # replied: the container runs now, and a short one exits and is torn down in
+                # the next few ms: the next spare (and the child it forks ahead) comes after
+                # that, unless a request comes first
+                calls = select.poll()
+                calls.register(ctl.fileno(), select.POLLIN)
+                _poll(calls, SPARE_DELAY)
         finally:
             os.close(taken_r)
+
+
+def _sample_request() -> bytes:
+    """A spawn request shaped like the daemon's (for ``monitor_child.warm``)."""
+    import json
+
+    from backends.linux.monitor_wire import encode
+    from engine.kernel import LogSpec, MountSpec, SpawnSpec, StdioSpec
+
+    spec = SpawnSpec(id="sample", argv=("true",), rootfs="/", env=("PATH=/bin", "HOSTNAME=x"),
+                     hostname="x", cgroup="x", stdio=StdioSpec(log=LogSpec("/x", 1, 1)),
+                     mounts=(MountSpec("tmpfs", "/x", options=("size=1",)),),
+                     etc_files=(("/etc/hostname", b"x\n"),))
+    return json.dumps({"op": "spawn", "dir": "/", "spec": encode(spec), "cgroup_procs": ["/x"],
+                       "netns_path": None, "state": {"id": "sample", "spec": encode(spec)}}).encode()
+
+
+def _poll(poller: select.poll, seconds: float) -> bool:
+    """Whether ``poller`` reports an event within ``seconds`` (EINTR: poll again)."""
+    while True:
+        try:
+            return bool(poller.poll(int(seconds * 1000)))
+        except InterruptedError:
+            continue
 
 
 def _read_byte(fd: int) -> bytes:
@@ -245,8 +286,18 @@ def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str) -> None:
     """A pre-forked monitor: wait for one request on the control socket, then serve it."""
     try:
         from backends.linux import monitor  # preloaded by main()
+        from backends.linux.monitor_child import Prefork, warm
 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the monitor waits for its child
+        # The container's child, forked ahead rather than on the start's path (it exits with
+        # us); the zygote forked us once the previous start was past its busiest part.
+        prefork = None
+        poller = select.poll()
+        poller.register(ctl.fileno(), select.POLLIN)
+        if not _poll(poller, 0):  # a request already waiting: serve it first, fork anew
+            sample = _sample_request()
+            prefork = Prefork.start(importlib.import_module(sandbox_module), sample)
+            warm(sample)  # our own first faults on the request's path, also taken now
         while True:
             try:
                 msg, anc, _, _ = ctl.recvmsg(16, socket.CMSG_SPACE(16), socket.MSG_CMSG_CLOEXEC)
@@ -271,7 +322,7 @@ def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str) -> None:
         for fd in fds[1:]:
             os.close(fd)
         os.setsid()
-        monitor.serve(fds[0], sandbox_module, replied)
+        monitor.serve(fds[0], sandbox_module, replied, prefork)
     except BaseException:  # noqa: BLE001 - a spare never unwinds into the zygote's loop
         traceback.print_exc()
     finally:

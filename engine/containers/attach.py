@@ -73,10 +73,27 @@ class Attachment:
             fh.seek(self._offset if self._offset <= size else 0)
             self._log = fh
 
-    def _drain_log(self) -> list[tuple[int, bytes]]:
+    def _live_from(self) -> int | None:
+        """Log offset where the live stream begins, if the stdio tells and it is our file."""
+        pos = getattr(self.stdio, "log_position", None)
+        if pos is None or self._log is None:
+            return None
+        try:
+            same = os.fstat(self._log.fileno()).st_ino == pos[0]
+        except OSError:
+            return None
+        return int(pos[1]) if same else None
+
+    def _drain_log(self, until: int | None = None) -> list[tuple[int, bytes]]:
+        """New complete entries of the log (only those ending at or before offset ``until``)."""
         if self._log is None:
             return []
-        chunk = self._log.read()
+        if until is not None:
+            chunk = self._log.read(max(0, until - self._log.tell()))
+            if not chunk:
+                return []
+        else:
+            chunk = self._log.read()
         if not chunk:
             with contextlib.suppress(OSError):  # rotated: go on in the new live file
                 if os.stat(self.log_path).st_ino != os.fstat(self._log.fileno()).st_ino:
@@ -115,7 +132,9 @@ class Attachment:
                 with contextlib.suppress(ProcessLookupError):
                     self.stdio = await self.kernel.stdio(Pid(pid))
             self.ready.set()
-            for item in self._drain_log():  # no await since the stdio was opened
+            # what was logged before the live stream began (and, if the backend does not say
+            # where that was, what was logged until now)
+            for item in self._drain_log(self._live_from()):
                 yield item
             if self.stdio is None:
                 return

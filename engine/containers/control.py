@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from engine.containers.service import ContainerService
 
 
+DISCARD_DELAY = 0.1  # a removed container's dir is deleted this much later (see _discard_dir)
+
+
 class ControlMixin:
     # -- stop / kill / restart --------------------------------------------------------------
 
@@ -175,7 +178,8 @@ class ControlMixin:
                 return
             c.state.status = Status.REMOVING
             try:
-                await self.kernel.remove(c.snapshot)
+                if not rt.layer_gone:
+                    await self.kernel.remove(c.snapshot)
             except FileNotFoundError:
                 pass
             except OSError as e:
@@ -183,13 +187,35 @@ class ControlMixin:
                 self.save(c)
                 raise from_os_error(f"cannot remove container {c.id[:12]}: remove write layer", e) from None
             self.ctx.crash_point("remove:after-snapshot")
-            self.meta.delete_container(c.id)
+            self.meta.delete_container(c.id, durable=not self.transient(c))
             del self._all[c.id]
-            shutil.rmtree(os.path.join(self.ctx.root, "containers", c.id), ignore_errors=True)
+            self._discard_dir(c.id)
             self._backoff_next.pop(c.id, None)
             rt.removed = True
         self.emit(c, "destroy")
         await self.notify(c)
+
+    def _discard_dir(self: ContainerService, cid: str) -> None:
+        """Delete a removed container's directory (its logs) off the reply's path: renamed
+        out of sight now (``.removed-<id>``), deleted by a worker thread; a crash in between
+        leaves it to ``restore``, which deletes every ``.removed-*`` and record-less dir."""
+        base = os.path.join(self.ctx.root, "containers")
+        gone = os.path.join(base, f".removed-{cid}")
+        try:
+            os.rename(os.path.join(base, cid), gone)
+        except FileNotFoundError:
+            return
+        except OSError:
+            shutil.rmtree(os.path.join(base, cid), ignore_errors=True)
+            return
+
+        async def later() -> None:  # not while the rest of the removal needs the CPU
+            await asyncio.sleep(DISCARD_DELAY)
+            await asyncio.to_thread(shutil.rmtree, gone, ignore_errors=True)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
 
     def rename(self: ContainerService, ref: str, new_name: str) -> None:
         c = self.get(ref)

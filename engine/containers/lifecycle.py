@@ -166,8 +166,11 @@ class LifecycleMixin:
 
         try:
             # the rootfs and the cgroup are independent: made side by side
-            mounted, made = await asyncio.gather(k.mount(c.snapshot, target), make_cgroup(),
-                                                 return_exceptions=True)
+            # an auto-removed container's writes are discarded at its exit: its rootfs need not
+            # be synced to disk, not even at unmount (which otherwise flushes the whole disk)
+            mounted, made = await asyncio.gather(
+                k.mount(c.snapshot, target, volatile=c.spec.auto_remove), make_cgroup(),
+                return_exceptions=True)
             if not isinstance(mounted, BaseException):
                 undo.append(("unmount", target))
             if not isinstance(made, BaseException):
@@ -195,7 +198,7 @@ class LifecycleMixin:
         st.status, st.pid, st.error, st.exit_code = Status.RUNNING, pid, "", 0
         st.oom_killed, st.started_at, st.finished_at = False, self.ctx.wall(), 0.0
         st.health = HealthState() if c.healthcheck else None
-        self.save(c)
+        self.save(c, runtime=True)
         self.emit(c, "start")
         rt = self.rt(c.id)
         rt.watcher = asyncio.get_running_loop().create_task(self._watch(c, pid))
@@ -251,7 +254,8 @@ class LifecycleMixin:
         oom = False
         with contextlib.suppress(OSError):
             oom = exit_code == 137 and (await self.kernel.cgroup_stats(cgroup)).oom_kills > 0
-        await self._release_kernel(c, pid)
+        removing = c.spec.auto_remove and c.spec.restart_policy.name == "no"  # (--rm forbids others)
+        await self._release_kernel(c, pid, drop_snapshot=removing)
         self._end_execs(c.id)
         st = c.state
         ran_for = self.ctx.wall() - st.started_at
@@ -261,8 +265,9 @@ class LifecycleMixin:
             self.emit(c, "oom")
         restart = self._should_restart(c)
         if restart or not c.spec.auto_remove:
-            self.save(c)  # (an auto-removed one is deleted next: a crash before that finds it
-            #              "running" with its sandbox ended, and restore removes it then)
+            # (an auto-removed one is deleted next: a crash before that finds it "running" with
+            # its sandbox ended, and restore removes it then)
+            self.save(c, runtime=True)
         self.emit(c, "die", exitCode=str(exit_code))
         rt.exits += 1
         rt.watcher = None
@@ -277,8 +282,12 @@ class LifecycleMixin:
             return
         await self.notify(c)
 
-    async def _release_kernel(self: ContainerService, c: Container, pid: int) -> None:
-        """Give back the kernel objects of a stopped container (cgroup, mount, process)."""
+    async def _release_kernel(self: ContainerService, c: Container, pid: int,
+                              drop_snapshot: bool = False) -> None:
+        """Give back the kernel objects of a stopped container (cgroup, mount, process), and
+        with ``drop_snapshot`` its write layer too, right after the unmount (an auto-removed
+        container: ``remove`` then finds it gone). Errors are ignored: ``remove`` reports a
+        write layer that could not be deleted."""
         cgroup = self.ctx.cgroup_path(c.id)
 
         async def cgroup_gone() -> None:
@@ -290,6 +299,10 @@ class LifecycleMixin:
         async def unmounted() -> None:
             with contextlib.suppress(OSError):
                 await self.kernel.unmount(self.ctx.rootfs_target(c.id))
+            if drop_snapshot:  # (a crash from here on: restore removes the container anyway)
+                with contextlib.suppress(OSError):
+                    await self.kernel.remove(c.snapshot)
+                    self.rt(c.id).layer_gone = True
 
         async def released() -> None:
             if pid:

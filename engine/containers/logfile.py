@@ -19,6 +19,7 @@ import os
 import time as _time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 PARTIAL_CAP = 16 * 1024
 STREAMS = {1: "stdout", 2: "stderr"}
@@ -74,6 +75,10 @@ class LogWriter:
             self._emit(stream, rest[:PARTIAL_CAP])
             rest = rest[PARTIAL_CAP:]
         self._partial[stream] = rest
+
+    def position(self) -> tuple[int, int]:
+        """(inode, size) of the live file: every entry written so far ends at or before it."""
+        return os.fstat(self._fh.fileno()).st_ino, self._size
 
     def flush(self) -> None:
         for stream, rest in self._partial.items():
@@ -151,6 +156,69 @@ def read_entries(path: str) -> Iterator[LogEntry]:
                             yield entry
         except FileNotFoundError:
             continue  # rotated away while reading
+
+
+class LogTail:
+    """Reads a json-file log from its start (rotated files, then the live one) and then the
+    entries appended to it, across rotations. The live file is held open from the start, so a
+    log deleted meanwhile (its container removed) is still read to its end. :meth:`close` it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._buf = b""
+        try:
+            self._fh: BinaryIO | None = open(path, "rb")  # noqa: SIM115 - closed in close()
+        except FileNotFoundError:
+            self._fh = None
+
+    def history(self) -> list[LogEntry]:
+        """Every entry so far, oldest first."""
+        out: list[LogEntry] = []
+        for name in log_files(self.path):
+            if name != self.path:  # rotated files; the live one is read through our handle
+                out += read_entries_of(name)
+        return out + self.more()
+
+    def more(self) -> list[LogEntry]:
+        """Entries appended since the last call (a rotated live file is read to its end, then
+        the new live file from its start)."""
+        if self._fh is None:
+            try:
+                self._fh = open(self.path, "rb")  # noqa: SIM115 - the log appeared
+            except FileNotFoundError:
+                return []
+        out = self._read()
+        if not out:
+            try:
+                rotated = os.stat(self.path).st_ino != os.fstat(self._fh.fileno()).st_ino
+            except FileNotFoundError:
+                rotated = False  # removed: nothing more will come
+            if rotated:
+                out = self._read()
+                self._fh.close()
+                self._fh, self._buf = open(self.path, "rb"), b""  # noqa: SIM115
+                out += self._read()
+        return out
+
+    def _read(self) -> list[LogEntry]:
+        assert self._fh is not None
+        lines = (self._buf + self._fh.read()).split(b"\n")
+        self._buf = lines.pop()
+        return [e for e in (parse_line(line + b"\n") for line in lines) if e is not None]
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_entries_of(name: str) -> list[LogEntry]:
+    """The complete entries of one log file (none if it is gone)."""
+    try:
+        with open(name, "rb") as fh:
+            return [e for e in (parse_line(line) for line in fh if line.endswith(b"\n")) if e is not None]
+    except FileNotFoundError:
+        return []
 
 
 def logs_size(path: str) -> int:

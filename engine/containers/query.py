@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine import model
-from engine.containers.logfile import LogEntry, read_entries
+from engine.containers.logfile import LogEntry, LogTail
 from engine.containers.record import Container
 from engine.errors import Conflict, InvalidArgument, from_os_error
 from engine.model import Status
@@ -120,30 +120,26 @@ class QueryMixin:
         def keep(e: LogEntry) -> bool:
             return e.stream in streams and (since is None or e.time >= since) and (until is None or e.time <= until)
 
-        entries = [e for e in read_entries(c.log_path) if keep(e)]
-        if tail is not None and tail >= 0:
-            entries = entries[-tail:] if tail else []
-        seen = sum(1 for _ in read_entries(c.log_path))
-        for e in entries:
-            yield e
-        if not follow:
-            return
-        rt = self.rt(c.id)
-        while True:
-            alive = model.is_alive(c.state.status) or c.state.status is Status.RESTARTING
-            fresh = list(read_entries(c.log_path))
-            if len(fresh) < seen:  # rotated: fall back to timestamps
-                last = entries[-1].time if entries else 0.0
-                new = [e for e in fresh if e.time > last]
-            else:
-                new = fresh[seen:]
-            seen = len(fresh)
-            for e in new:
-                if keep(e):
-                    yield e
-            if not alive or rt.removed or (until is not None and self.ctx.wall() > until):
+        log = LogTail(c.log_path)  # held open: what follows is read even if the log is deleted
+        try:
+            entries = [e for e in log.history() if keep(e)]
+            if tail is not None and tail >= 0:
+                entries = entries[-tail:] if tail else []
+            for e in entries:
+                yield e
+            if not follow:
                 return
-            await asyncio.sleep(FOLLOW_POLL)
+            rt = self.rt(c.id)
+            while True:
+                alive = model.is_alive(c.state.status) or c.state.status is Status.RESTARTING
+                for e in log.more():
+                    if keep(e):
+                        yield e
+                if not alive or rt.removed or (until is not None and self.ctx.wall() > until):
+                    return
+                await asyncio.sleep(FOLLOW_POLL)
+        finally:
+            log.close()
 
     # -- top / stats ------------------------------------------------------------------------
 

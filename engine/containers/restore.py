@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 from typing import TYPE_CHECKING
 
 from engine import model
@@ -48,6 +50,7 @@ class RestoreMixin:
             code = sb.exit_status.exit_code if sb is not None and sb.exit_status is not None else 255
             await self._on_exit(c, st.pid, code)
         known = set(self._all)
+        await asyncio.to_thread(self._sweep_dirs, known)
         present = {s.key: s for s in await self.kernel.list()}
         for snap in present.values():
             if snap.kind == "active" and snap.key not in known:
@@ -66,9 +69,18 @@ class RestoreMixin:
                 with contextlib.suppress(EngineError):
                     await self.start(c.id)
 
+    def _sweep_dirs(self: ContainerService, known: set[str]) -> None:
+        """Delete container dirs of removed containers (a removal's deferred deletion that a
+        crash interrupted, or a crash between the record's deletion and the dir's)."""
+        base = os.path.join(self.ctx.root, "containers")
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(base):
+                if name.startswith(".removed-") or name not in known:
+                    shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
     async def shutdown(self: ContainerService) -> None:
         """Stop watching (containers keep running: live-restore)."""
-        tasks = []
+        tasks = list(self._bg)  # deferred deletions: let them finish
         for rt in self._rt.values():
             for t in (rt.watcher, rt.restart_task, rt.health_task):
                 if t is not None and not t.done():

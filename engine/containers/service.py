@@ -42,8 +42,9 @@ class ImageSource(Protocol):
 
 
 class MetaStore(Protocol):
-    def put_container(self, id: str, name: str, image_id: str, doc: dict[str, Any]) -> None: ...
-    def delete_container(self, id: str) -> None: ...
+    def put_container(self, id: str, name: str, image_id: str, doc: dict[str, Any],
+                      durable: bool = True) -> None: ...
+    def delete_container(self, id: str, durable: bool = True) -> None: ...
     def list_container_docs(self) -> list[dict[str, Any]]: ...
 
 
@@ -56,6 +57,7 @@ class Runtime:
     health_task: asyncio.Task[None] | None = None
     exits: int = 0  # how many times the process exited (for wait next-exit)
     removed: bool = False
+    layer_gone: bool = False  # the write layer was removed at the exit (auto-remove)
 
 
 class ContainerService(LifecycleMixin, ControlMixin, RestoreMixin, QueryMixin, ExecMixin, HealthMixin):
@@ -68,6 +70,7 @@ class ContainerService(LifecycleMixin, ControlMixin, RestoreMixin, QueryMixin, E
         self._rt: dict[str, Runtime] = {}
         self._snapshot_lock = asyncio.Lock()
         self._backoff_next: dict[str, float] = {}
+        self._bg: set[asyncio.Task[None]] = set()  # deferred deletions (see control._discard_dir)
         self._init_exec()
 
     # -- lookup and persistence -------------------------------------------------------------
@@ -100,9 +103,23 @@ class ContainerService(LifecycleMixin, ControlMixin, RestoreMixin, QueryMixin, E
             rt = self._rt[cid] = Runtime()
         return rt
 
-    def save(self, c: Container) -> None:
-        self.meta.put_container(c.id, c.name, c.image_id, c.to_dict())
+    def save(self, c: Container, runtime: bool = False) -> None:
+        """Store ``c``, synced to disk unless :meth:`transient` says the commit may be lost
+        to a power cut (``runtime``: only its run state changed)."""
+        self.meta.put_container(c.id, c.name, c.image_id, c.to_dict(),
+                                durable=not self.transient(c, runtime))
         self._all[c.id] = c
+
+    @staticmethod
+    def transient(c: Container, runtime: bool = False) -> bool:
+        """Whether a commit about ``c`` may skip the disk sync (a power cut may lose it, a crash
+        of the daemon never does). An auto-removed container (``run --rm``) lives no longer
+        than its run: every commit about it (a power cut then at worst leaves a record that
+        restore removes, or drops one whose write layer restore removes). A run state change
+        (``runtime``: started, exited) of a container whose restart policy is "no": a power
+        cut stops every container, and losing that commit only shows it in its state before
+        that run, which no policy acts on either way. Everything else is durable."""
+        return c.spec.auto_remove or (runtime and c.spec.restart_policy.name == "no")
 
     async def notify(self, c: Container) -> None:
         rt = self.rt(c.id)

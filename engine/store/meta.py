@@ -2,7 +2,8 @@
 
 Contract:
 
-* One connection (``check_same_thread=False``), WAL journal, ``synchronous=FULL``, foreign keys
+* One connection (``check_same_thread=False``), WAL journal, ``synchronous=FULL`` (a container's
+  runtime state may opt out per commit: ``put_container(durable=False)``), foreign keys
   on. Every method is atomic on its own; ``with store.transaction():`` groups several calls into
   one atomic unit (nested blocks are savepoints: an exception rolls back only its own block).
   An exception escaping the outermost block rolls everything back, so a crash "between two
@@ -162,6 +163,7 @@ class MetaStore:
         try:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(f"PRAGMA synchronous={synchronous}")
+            self._synchronous = synchronous
             self._conn.execute("PRAGMA foreign_keys=ON")
             self._conn.execute("PRAGMA busy_timeout=5000")
             self._migrate()
@@ -434,14 +436,21 @@ class MetaStore:
     # -- containers ----------------------------------------------------------------------------
 
     def put_container(self, id: str, name: str, image_id: str, doc: dict[str, Any],
-                      created: float | None = None) -> None:
+                      created: float | None = None, durable: bool = True) -> None:
         """Insert or replace container ``id`` (its ``created`` is kept on replace).
+
+        ``durable=False`` commits without syncing the journal (``synchronous=NORMAL`` for this
+        one commit; outside any enclosing transaction only). Still atomic and still there after
+        a crash of the process (the WAL is in the OS's page cache); only a power cut or a kernel
+        crash may lose it — along with later non-durable commits, never with a later durable
+        one (syncing the WAL syncs every frame before it). For runtime state that a power cut
+        makes moot anyway (which containers run).
 
         Raises:
             AlreadyExists: ``name`` belongs to another container (Docker's message).
         """
         text = json.dumps(doc, sort_keys=True)
-        with self.transaction():
+        with self._commit(durable):
             owner = self._conn.execute("SELECT id FROM containers WHERE name=?", (name,)).fetchone()
             if owner is not None and owner[0] != id:
                 raise _name_in_use(name, owner[0])
@@ -449,6 +458,21 @@ class MetaStore:
                 "INSERT INTO containers VALUES (?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
                 "name=excluded.name, image_id=excluded.image_id, doc=excluded.doc",
                 (id, name, image_id, text, time.time() if created is None else created))
+
+    @contextmanager
+    def _commit(self, durable: bool) -> Iterator[None]:
+        """:meth:`transaction`, committed without a journal sync when not ``durable`` (see
+        :meth:`put_container`)."""
+        with self._lock:
+            relaxed = not durable and self._depth == 0 and self._synchronous == "FULL"
+            if relaxed:
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with self.transaction():
+                    yield
+            finally:
+                if relaxed:
+                    self._conn.execute("PRAGMA synchronous=FULL")
 
     def _container(self, row: tuple[Any, ...]) -> ContainerRow:
         return ContainerRow(row[0], row[1], row[2], json.loads(row[3]), row[4])
@@ -477,9 +501,9 @@ class MetaStore:
         return [r[0] for r in self._query(
             "SELECT id FROM containers WHERE image_id=? ORDER BY created, id", (image_id,))]
 
-    def delete_container(self, id: str) -> None:
-        """Raises NotFound."""
-        with self.transaction():
+    def delete_container(self, id: str, durable: bool = True) -> None:
+        """Raises NotFound. ``durable``: as for :meth:`put_container`."""
+        with self._commit(durable):
             if self._conn.execute("DELETE FROM containers WHERE id=?", (id,)).rowcount == 0:
                 raise NotFound(f"No such container: {id}")
 

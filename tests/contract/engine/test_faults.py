@@ -139,3 +139,28 @@ async def test_restore_after_kernel_loss_marks_exited_255(harness: object) -> No
     for cg in sorted(old_kernel.world.cgroups, key=len, reverse=True):
         if cg:
             await old_kernel.cgroup_remove(cg)
+
+
+async def test_removed_container_dirs_go_even_across_a_crash(harness: object) -> None:
+    """``rm`` renames the container's dir out of sight and deletes it in the background; what a
+    crash left (a ``.removed-*`` dir, a dir without its record) goes at the next start."""
+    import os
+
+    from tests.contract.engine.conftest import busybox_binary
+
+    eng = await harness.new()  # type: ignore[attr-defined]
+    eng.image_bootstrap_busybox("busybox", busybox_binary())
+    keep = await eng.container_create(spec("true"))
+    gone = await eng.container_create(spec("true"))
+    base = os.path.join(eng.ctx.root, "containers")
+    await eng.container_remove(gone.id)
+    assert not os.path.exists(os.path.join(base, gone.id))
+    await eng.containers.shutdown()  # waits for the deferred deletions
+    assert sorted(os.listdir(base)) == [keep.id]
+    for leftover in (".removed-" + "a" * 64, "b" * 64):
+        os.makedirs(os.path.join(base, leftover, "sub"))
+    eng.meta.close()
+    eng.closed = True
+    eng2 = await harness.new()  # type: ignore[attr-defined]
+    assert sorted(os.listdir(base)) == [keep.id]
+    assert [c.id for c in eng2.container_list(all=True)] == [keep.id]

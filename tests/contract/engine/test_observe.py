@@ -36,6 +36,20 @@ async def test_logs_follow_streams_until_exit(engine: Engine) -> None:
     assert engine.container_inspect(c.id).state.status is Status.EXITED
 
 
+async def test_logs_follow_delivers_output_of_a_container_removed_meanwhile(engine: Engine) -> None:
+    """What the docker SDK's ``containers.run(remove=True)`` does: follow the logs, wait, remove,
+    and only then read the stream — the output written before the removal still comes."""
+    c = await engine.container_create(sh("sleep 0.3; echo late"))
+    await engine.container_start(c.id)
+    follow = engine.container_logs(c.id, follow=True)
+    first = asyncio.ensure_future(follow.__anext__())  # the follower opens the log and polls
+    await asyncio.sleep(0.05)
+    assert await engine.container_wait(c.id) == 0
+    await engine.container_remove(c.id)
+    assert (await first).data == b"late\n"
+    assert [e.data async for e in follow] == []
+
+
 async def test_logs_rotate_by_default(engine: Engine) -> None:
     # 12 MB in 12k long lines (cheap to log even under emulation) exceeds the default 10 MB file
     c = await engine.container_create(sh(f"yes {'x' * 1000} | head -n 12000"))

@@ -137,6 +137,26 @@ def test_containers(meta: MetaStore) -> None:
     assert meta.container_ids() == ["c2"]
 
 
+def test_non_durable_container_commit(tmp_path: Path) -> None:
+    """``durable=False`` skips the WAL sync of that one commit only: the row is there for a
+    reader at once and after a reopen (a process crash keeps the WAL), the pragma is restored,
+    a name clash still raises, and inside a transaction the outer commit decides."""
+    with MetaStore(tmp_path) as m:
+        m.put_container("c1", "web", I1, {"State": {"Status": "created"}})
+        m.put_container("c1", "web", I1, {"State": {"Status": "running"}}, durable=False)
+        assert m.get_container("c1").doc["State"]["Status"] == "running"
+        assert m._query("PRAGMA synchronous")[0][0] == 2  # FULL again
+        with pytest.raises(AlreadyExists):
+            m.put_container("c2", "web", I1, {}, durable=False)
+        assert m._query("PRAGMA synchronous")[0][0] == 2
+        with m.transaction():
+            m.put_container("c3", "db", I1, {}, durable=False)
+            assert m._query("PRAGMA synchronous")[0][0] == 2
+    with MetaStore(tmp_path) as m:
+        assert m.get_container("c1").doc["State"]["Status"] == "running"
+        assert m.container_ids() == ["c1", "c3"]
+
+
 def test_threads_share_one_connection(meta: MetaStore) -> None:
     errors: list[BaseException] = []
 
