@@ -38,7 +38,7 @@ from engine.registry import endpoints
 from engine.registry.options import RegistryOptions
 from engine.registry.progress import Progress, Reporter, short
 from engine.registry.pull import session_for
-from engine.registry.push_upload import Uploader
+from engine.registry.push_upload import MONOLITHIC, Uploader
 from engine.registry.session import Cancelled, Session
 
 if TYPE_CHECKING:
@@ -104,7 +104,8 @@ class _Pusher(Uploader):
             kind = compress.sniff(src.read(6))
         if kind is Compression.NONE:
             total = lr.size or self.store.blobs.size(lr.blob)
-            digest, size = self.upload(lambda: self._gzip_pieces(lr, ident, total), ident)
+            digest, size = self.upload(lambda: self._gzip_pieces(lr, ident, total), ident,
+                                       big=total > MONOLITHIC)
             kind = Compression.GZIP
         else:  # kept compressed in the store (content-addressed: its name is its digest): sent as it is
             digest, size = lr.blob, self.store.blobs.size(lr.blob)
@@ -238,14 +239,17 @@ def push(store: ImageStore, options: RegistryOptions, reference: str,
 
 def _parallel(p: _Pusher, layers: list[LayerRow], image_id: str, config: bytes,
               cancel: threading.Event) -> list[dict[str, Any]]:
-    """Push the layers (and the config, alongside) on ``max_concurrent_uploads`` threads; the
-    layers' descriptors in order. The first failure cancels the rest and is raised."""
+    """Push the layers on ``max_concurrent_uploads`` threads and the config beside them, first,
+    on a thread of its own (its round trips then overlap the layers' compression instead of
+    adding to the push's tail; with ``max_concurrent_uploads`` 1, one upload at a time: the
+    config first); the layers' descriptors in order. The first failure cancels the rest and is
+    raised."""
     errors: list[BaseException] = []
     out: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=max(1, p.options.max_concurrent_uploads),
-                            thread_name_prefix="push") as pool:
-        futs = [pool.submit(p.layer, lr) for lr in layers]
+    limit = max(1, p.options.max_concurrent_uploads)
+    with ThreadPoolExecutor(max_workers=limit + (1 if limit > 1 else 0), thread_name_prefix="push") as pool:
         cfg = pool.submit(p.config, image_id, config)
+        futs = [pool.submit(p.layer, lr) for lr in layers]
         for f in futs:
             try:
                 out.append(f.result())

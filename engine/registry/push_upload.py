@@ -47,13 +47,18 @@ class Uploader:
         self.s, self.options, self.path = s, options, path
         self.scopes = (f"repository:{path}:pull,push",)
 
-    def upload(self, pieces: Pieces, ident: str, digest: str | None = None) -> tuple[str, int]:
+    def upload(self, pieces: Pieces, ident: str, digest: str | None = None, *,
+               big: bool = False) -> tuple[str, int]:
         """Upload the blob ``pieces()`` yields: ``(digest, size)``.
 
         Args:
             pieces: called once per attempt; each call must give the same bytes.
             ident: names the blob in messages.
             digest: when known, checked against what was sent.
+            big: the caller expects more than ``MONOLITHIC`` bytes (a layer to compress that is
+                larger than that): with ``chunk_size`` 0 the streamed PATCH starts with the first
+                piece instead of after ``MONOLITHIC`` bytes are buffered (so the registry stores
+                while we compress from the start, as ``docker push`` does for every layer).
 
         Raises:
             Unavailable: still failing after ``max_retries`` retries (or cancelled).
@@ -63,7 +68,7 @@ class Uploader:
         attempt = 0
         while True:
             try:
-                return self._upload_once(pieces, ident, digest)
+                return self._upload_once(pieces, ident, digest, big)
             except Unavailable as e:
                 if attempt >= self.options.max_retries or self.s.cancelled():
                     raise
@@ -77,45 +82,48 @@ class Uploader:
         except Exception:  # noqa: BLE001, S110 - best effort: the registry times sessions out anyway
             pass
 
-    def _upload_once(self, pieces: Pieces, ident: str, expect: str | None) -> tuple[str, int]:
+    def _upload_once(self, pieces: Pieces, ident: str, expect: str | None, big: bool) -> tuple[str, int]:
         what = f"upload blob {ident}"
-        r = self.s.request("POST", f"/v2/{self.path}/blobs/uploads/", self.scopes, ok=(202,), what=what,
-                           retry=False)
-        loc = [location(r, what)]  # the session's current location (each PATCH answer moves it)
-        try:
-            return self._send(pieces, loc, what, expect)
-        except BaseException:
-            self.cancel_upload(loc[0])
-            raise
+        # the producer (compression) starts before the session is open: it overlaps the POST
+        with Prefetch(pieces, self.s.check_cancel) as src:
+            r = self.s.request("POST", f"/v2/{self.path}/blobs/uploads/", self.scopes, ok=(202,), what=what,
+                               retry=False)
+            loc = [location(r, what)]  # the session's current location (each PATCH answer moves it)
+            try:
+                return self._send(src, loc, what, expect, big)
+            except BaseException:
+                src.close()  # stop producing before the session is cancelled
+                self.cancel_upload(loc[0])
+                raise
 
-    def _send(self, pieces: Pieces, loc: list[str], what: str, expect: str | None) -> tuple[str, int]:
-        """Send the blob into the open session ``loc[0]`` (one PUT, a streamed PATCH or PATCH
-        chunks: see the module doc) and close it with ``PUT ?digest=``: ``(digest, size)``."""
+    def _send(self, src: Prefetch, loc: list[str], what: str, expect: str | None,
+              big: bool) -> tuple[str, int]:
+        """Send the blob ``src`` gives into the open session ``loc[0]`` (one PUT, a streamed PATCH
+        or PATCH chunks: see the module doc) and close it with ``PUT ?digest=``: ``(digest, size)``."""
         chunk = self.options.chunk_size
         h = hashlib.sha256()
-        with Prefetch(pieces, self.s.check_cancel) as src:
-            buf = bytearray()
-            ended = False
-            while len(buf) <= (chunk if chunk > 0 else MONOLITHIC):
-                piece = src.next()
-                if piece is None:
-                    ended = True
-                    break
-                buf += piece
-            if ended:  # monolithic: PUT with the whole blob
-                data = bytes(buf)
-                h.update(data)
-                digest = _checked("sha256:" + h.hexdigest(), expect, what)
-                r = self.s.request("PUT", with_digest(loc[0], digest), self.scopes, body=data,
-                                   headers={"Content-Type": "application/octet-stream",
-                                            "Content-Length": str(len(data))},
-                                   ok=(201,), what=f"{what} ({digest})", retry=False)
-                check_stored(r, digest, what)
-                return digest, len(data)
-            if chunk > 0:
-                size = self._patch_chunks(src, buf, chunk, h, loc, what)
-            else:
-                size = self._patch_stream(src, bytes(buf), h, loc, what)
+        buf = bytearray()
+        ended = False
+        while len(buf) <= (chunk if chunk > 0 else 0 if big else MONOLITHIC):
+            piece = src.next()
+            if piece is None:
+                ended = True
+                break
+            buf += piece
+        if ended:  # monolithic: PUT with the whole blob
+            data = bytes(buf)
+            h.update(data)
+            digest = _checked("sha256:" + h.hexdigest(), expect, what)
+            r = self.s.request("PUT", with_digest(loc[0], digest), self.scopes, body=data,
+                               headers={"Content-Type": "application/octet-stream",
+                                        "Content-Length": str(len(data))},
+                               ok=(201,), what=f"{what} ({digest})", retry=False)
+            check_stored(r, digest, what)
+            return digest, len(data)
+        if chunk > 0:
+            size = self._patch_chunks(src, buf, chunk, h, loc, what)
+        else:
+            size = self._patch_stream(src, bytes(buf), h, loc, what)
         digest = _checked("sha256:" + h.hexdigest(), expect, what)
         r = self.s.request("PUT", with_digest(loc[0], digest), self.scopes, headers={"Content-Length": "0"},
                            ok=(201,), what=f"{what} ({digest})", retry=False)
@@ -239,9 +247,14 @@ class Prefetch:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Stop the producer and wait for it (idempotent)."""
         self.stop.set()
-        self.thread.join()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _checked(digest: str, expect: str | None, what: str) -> str:
