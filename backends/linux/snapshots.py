@@ -32,14 +32,16 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
-from typing import Any, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, TypeVar
 
 from backends.linux import layers, libc, overlay
 from backends.linux.layer_root import BUFSIZE, rmtree_at
 from backends.linux.diff import write_diff
 from backends.linux.trash import Trash
 from engine.kernel import LayerLimits, SnapshotInfo, SnapshotKind
+
+T = TypeVar("T")
 
 
 def _err(code: int, what: str, message: str) -> OSError:
@@ -312,7 +314,20 @@ class LinuxSnapshots:
             self._dirs.pop(staged, None)
         return SnapshotInfo(key, SnapshotKind.COMMITTED, parent, meta["size"])
 
+    async def _quick(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` for small work that waits on no disk sync (a few small reads and writes,
+        mkdir, rename, mount(2) or a volatile overlay's umount(2)): on the loop when no worker
+        holds the lock, else in a worker. Two thread hand-offs fewer, and under the GIL a
+        worker would hold the loop up about as long anyway."""
+        if self._snap_lock.acquire(blocking=False):
+            try:
+                return fn(*args)
+            finally:
+                self._snap_lock.release()
+        return await asyncio.to_thread(fn, *args)
+
     async def prepare(self, key: str, parent: str | None) -> None:
+        # in a worker: the EEXIST check reads every snapshot's meta.json (O(store), not for the loop)
         await asyncio.to_thread(self._prepare, key, parent)
 
     def _prepare(self, key: str, parent: str | None) -> None:
@@ -328,7 +343,7 @@ class LinuxSnapshots:
                 raise
 
     async def mount(self, key: str, target: str, readonly: bool = False, volatile: bool = False) -> None:
-        await asyncio.to_thread(self._mount, key, target, readonly, volatile)
+        await self._quick(self._mount, key, target, readonly, volatile)  # mount(2) syncs nothing
 
     def _mount(self, key: str, target: str, readonly: bool, volatile: bool = False) -> None:
         with self._snap_lock:
@@ -355,7 +370,8 @@ class LinuxSnapshots:
                 try:
                     # not fsync'd: a mount does not outlive the boot its record would survive
                     _write_json_atomic(self._record_path(target),
-                                       {"target": target, "key": key, "created": created}, sync=False)
+                                       {"target": target, "key": key, "created": created,
+                                        "volatile": volatile and not readonly}, sync=False)
                 except BaseException:
                     overlay.unmount_quietly(target)
                     raise
@@ -366,7 +382,13 @@ class LinuxSnapshots:
                 raise
 
     async def unmount(self, target: str) -> None:
-        await asyncio.to_thread(self._unmount, target)
+        # a volatile overlay's umount(2) skips the syncfs: quick; any other's flushes the upper
+        # filesystem (other tenants' dirty data too), in a worker
+        rec = self._record(self._norm_target(target))
+        if rec is not None and rec.get("volatile"):
+            await self._quick(self._unmount, target)
+        else:
+            await asyncio.to_thread(self._unmount, target)
 
     def _unmount(self, target: str) -> None:
         with self._snap_lock:
@@ -392,9 +414,14 @@ class LinuxSnapshots:
         return write_diff(self._snap_path(meta["n"], "fs"), out)
 
     async def remove(self, key: str) -> None:
-        await asyncio.to_thread(self._remove, key)
+        d = await asyncio.to_thread(self._unlink, key)  # reads every meta.json (children): a worker
+        if d is not None:
+            await asyncio.to_thread(self._discard, d)
 
-    def _remove(self, key: str) -> None:
+    def _unlink(self, key: str) -> str | None:
+        """Take snapshot ``key`` out of sight (its meta.json gone, its directory in the trash);
+        the directory still to be deleted now if it could not go to the trash, else None.
+        Raises ENOENT (no such snapshot), EBUSY (mounted, or has children)."""
         with self._snap_lock:
             meta = self._meta(key)
             points = overlay.mount_points()
@@ -408,10 +435,10 @@ class LinuxSnapshots:
             if os.path.join(d, "lower") not in points:
                 try:  # out of sight now, deleted in the background (a crash: emptied at start)
                     self._snap_trash.put(d)
-                    return
+                    return None
                 except OSError:
                     pass
-        self._discard(d)
+        return d
 
     async def stat(self, key: str) -> SnapshotInfo:
         n = self._dirs.get(key)

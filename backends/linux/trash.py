@@ -16,10 +16,12 @@ import contextlib
 import os
 import secrets
 import threading
+import time
 
 from backends.linux.layer_root import rmtree_at
 
 DELAY = 0.1  # seconds between a put and the deletion (a burst of puts shares one pass)
+IDLE = 5.0  # seconds the deleting thread waits for more before it ends
 
 
 class Trash:
@@ -30,7 +32,10 @@ class Trash:
         os.makedirs(path, mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._pending: list[str] = []
-        self._timer: threading.Timer | None = None
+        self._wake = threading.Condition(self._lock)
+        # one thread per trash, kept while puts come (starting one per put, as a Timer does,
+        # costs the caller a start handshake with the new thread under the GIL)
+        self._worker: threading.Thread | None = None
         self._deleting = threading.Lock()  # held while a pass deletes
 
     def put(self, src: str) -> None:
@@ -44,15 +49,28 @@ class Trash:
         os.rename(src, os.path.join(self.path, name))
         with self._lock:
             self._pending.append(name)
-            if self._timer is None:
-                self._timer = threading.Timer(DELAY, self._pass)
-                self._timer.daemon = True  # what an exit leaves, the next start empties
-                self._timer.start()
+            if self._worker is None:
+                # a daemon thread: what an exit leaves, the next start empties
+                self._worker = threading.Thread(target=self._run, name="trash", daemon=True)
+                self._worker.start()
+            else:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._wake.wait(IDLE)
+                    if not self._pending:
+                        self._worker = None
+                        return
+            time.sleep(DELAY)
+            self._pass()
 
     def _pass(self) -> None:
         with self._deleting:
             with self._lock:
-                names, self._pending, self._timer = self._pending, [], None
+                names, self._pending = self._pending, []
             for name in names:
                 self._delete(name)
 
@@ -75,8 +93,4 @@ class Trash:
 
     def flush(self) -> None:
         """Delete now what was put so far (waiting for a pass in progress)."""
-        with self._lock:
-            timer = self._timer
-        if timer is not None:
-            timer.cancel()
         self._pass()

@@ -138,9 +138,21 @@ class ContainerSpec:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # dataclass → its field names (looked up once)
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _to_jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    """``obj`` with every dataclass instance turned into a dict of its fields and every tuple
+    into a list (recursively); other values as they are. Called on every container save."""
+    cls = type(obj)
+    if cls in _SCALARS:
+        return obj
+    names = _FIELD_NAMES.get(cls)
+    if names is None and dataclasses.is_dataclass(cls) and not isinstance(obj, type):
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    if names is not None:
+        return {n: _to_jsonable(getattr(obj, n)) for n in names}
     if isinstance(obj, (list, tuple)):
         return [_to_jsonable(x) for x in obj]
     if isinstance(obj, dict):
