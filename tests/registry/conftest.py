@@ -14,7 +14,7 @@ import pytest
 from engine.bootstrap import make_engine
 from engine.engine import Engine
 from tests.contract.engine.conftest import engine, harness  # noqa: F401 - fixtures
-from tests.registry.rigs import REGISTRY_BIN, RefRegistry
+from tests.registry.rigs import REGISTRY_BIN, AppThread, Fake, RefRegistry
 
 USER, PASSWORD = "alice", "s3cret-pw"
 
@@ -52,3 +52,12 @@ def other(tmp_path: Any, loop: asyncio.AbstractEventLoop) -> Iterator[Engine]:
 def _isolated_docker_config(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never read or write the user's real ~/.docker/config.json."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+
+
+@pytest.fixture
+def fake() -> Iterator[tuple[Fake, AppThread]]:
+    """A misbehaving-on-demand fake registry (tests.registry.rigs.Fake) on a loopback port."""
+    f = Fake()
+    t = AppThread(f.app()).start()
+    yield f, t
+    t.stop()

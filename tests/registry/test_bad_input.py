@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,14 +31,6 @@ from tests.registry.rigs import (
 
 pytestmark = pytest.mark.timeout(120)
 FAST = {"backoff": 0.01, "max_backoff": 0.05}
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[Fake, AppThread]]:
-    f = Fake()
-    t = AppThread(f.app()).start()
-    yield f, t
-    t.stop()
 
 
 def fast(engine: Engine, **kw: Any) -> None:

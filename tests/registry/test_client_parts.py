@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -70,14 +69,6 @@ def test_endpoints() -> None:
     assert endpoints.endpoint("myreg:5000", RegistryOptions(insecure_registries=("myreg:5000",))).insecure
     assert endpoints.endpoint("10.1.2.3:5000", RegistryOptions(insecure_registries=("10.0.0.0/8",))).insecure
     assert endpoints.auth_key("https://index.docker.io/v1/") == endpoints.HUB_AUTH_KEY
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[Fake, AppThread]]:
-    f = Fake()
-    t = AppThread(f.app()).start()
-    yield f, t
-    t.stop()
 
 
 def _index(f: Fake, repo: str, tag: str, platforms: list[tuple[str, str]]) -> dict[str, str]:

@@ -9,7 +9,6 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from tests.contract.engine.helpers import spec
 from tests.registry.rigs import AppThread, Fake, config_for, gzip_bytes, layer_tar
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[Fake, AppThread]]:
-    f = Fake()
-    t = AppThread(f.app()).start()
-    yield f, t
-    t.stop()
 
 
 def _digest(data: bytes) -> str:
