@@ -113,6 +113,11 @@ class LayerRoot:
         self._new_owner: dict[int, tuple[int, int]] = {}
         self.per_entry = 4 * tarfile.BLOCKSIZE + 2 * limits.max_path
         self.total = 0  # file bytes + header bytes beyond the per-entry allowance
+        # the layer's size as ``layers.du`` defines it (apparent sizes of regular files, each
+        # inode once), kept as entries are created and replaced; ``size_exact`` False once a
+        # whole dir tree was replaced (its files were not counted out): walk the tree then
+        self.size = 0
+        self.size_exact = True
         self.entries = 0
         self.mark = 0  # stream offset where the current entry's headers start
         self.current = "<layer>"
@@ -263,6 +268,7 @@ class LayerRoot:
                     try:
                         while os.sendfile(fd, src, None, BUFSIZE) > 0:
                             pass
+                        self.size += os.fstat(fd).st_size
                         attrs = [(a, os.getxattr(src, a)) for a in os.listxattr(src) if a.startswith(XATTR_OK)]
                         set_meta_fd(fd, st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime, attrs)
                     finally:
@@ -291,13 +297,15 @@ class LayerRoot:
 
     def clear(self, dfd: int, name: str) -> None:
         """Remove an existing ``name`` of this layer (a whole dir tree, without following
-        symlinks) before replacing it."""
+        symlinks) before replacing it, counting its bytes out of :attr:`size` (a regular file's
+        when this was its last link; a dir tree's are not known: :attr:`size_exact` goes False)."""
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
             self.dirs_changed()
+            self.size_exact = False
             _rmtree_at(dfd, name)
             if self.implicit:  # implicit dirs at or below it are gone
                 path = "/".join([*self.canonical(dfd), name])
@@ -305,6 +313,8 @@ class LayerRoot:
                                  if p != path and not p.startswith(path + "/")}
         else:
             os.unlink(name, dir_fd=dfd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                self.size -= st.st_size
         if not stat.S_ISREG(st.st_mode):
             self.forget(keep=dfd)
 

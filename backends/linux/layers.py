@@ -206,6 +206,7 @@ def _file(x: LayerRoot, tf: tarfile.TarFile, dfd: int, name: str, m: tarfile.Tar
             source = tf.fileobj  # our TarSource, at the data
             assert isinstance(source, TarSource)
             source.copy_to(fd, m.size)
+        x.size += m.size  # the file's apparent size (a sparse entry's m.size is its real size)
         owned = x.private and x.new_file_owner(dfd, fd) == (m.uid, m.gid)
         set_meta_fd(fd, m.uid, m.gid, mode, m.mtime, _xattrs(m), chown=not owned, chmod=not early)
     finally:
@@ -243,7 +244,8 @@ def _hardlink(x: LayerRoot, m: tarfile.TarInfo, parts: list[str]) -> None:
         os.close(sfd)
 
 
-def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], int | None]) -> list[str]:
+def extract(root: str, tar: IO[bytes], limits: LayerLimits,
+            lower: Callable[[], int | None]) -> tuple[list[str], int]:
     """Unpack the uncompressed tar stream ``tar`` into the (empty) directory ``root``.
 
     ``lower()`` returns an fd of the read-only union of the parent layers (mounted on first
@@ -252,7 +254,9 @@ def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], 
 
     Returns:
         The dirs (relative paths, sorted) created only because entries lie below them and
-        which the lower layers did not have (see :func:`adopt_parent_dirs`).
+        which the lower layers did not have (see :func:`adopt_parent_dirs`), and the layer's
+        size as :func:`du` gives it: counted while unpacking (files created, copied up, or
+        replaced), walked only if an entry replaced a whole dir tree.
     """
     rootfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     x = LayerRoot(rootfd, limits, lower, private=True)
@@ -260,7 +264,7 @@ def extract(root: str, tar: IO[bytes], limits: LayerLimits, lower: Callable[[], 
         stream_into(x, tar, lambda tf, m: apply_member(x, tf, m), "corrupt/truncated layer")
     finally:
         os.close(rootfd)
-    return sorted(x.implicit)
+    return sorted(x.implicit), (x.size if x.size_exact else du(root))
 
 
 def adopt_parent_dirs(root: str, implicit: list[str], lower: int) -> None:
@@ -297,7 +301,10 @@ def adopt_parent_dirs(root: str, implicit: list[str], lower: int) -> None:
 
 
 def du(root: str) -> int:
-    """Bytes of regular-file content below ``root``, each hardlinked inode counted once."""
+    """Bytes of regular-file content below ``root``, each hardlinked inode counted once: the
+    apparent sizes (``st_size``, not blocks: a sparse file counts its holes) of the regular files,
+    nothing for dirs, symlinks, fifos, whiteouts. The size of a snapshot (``docker images``,
+    ``system df``); :func:`extract` counts the same while unpacking."""
     seen: set[int] = set()
     total = 0
     stack = [root]

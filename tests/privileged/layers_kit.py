@@ -55,7 +55,7 @@ def mounts_under(path: pathlib.Path) -> list[str]:
 
 
 def layer_dir(k: SnapKernel, key: str) -> pathlib.Path:
-    return pathlib.Path(k._snap_path(k._meta(key)["n"], "fs"))
+    return pathlib.Path(k._snap_path(k._meta(key).n, "fs"))
 
 
 def tree(root: pathlib.Path) -> dict[str, str]:

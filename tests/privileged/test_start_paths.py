@@ -112,7 +112,7 @@ def test_volatile_write_layer_remounts_and_keeps_data(tmp_path: pathlib.Path) ->
         os.sync()  # would flush the upper fs; volatile: nothing to do with us
     finally:
         run(k.unmount(target))
-    work = k._snap_path(k._meta("rw")["n"], "work")
+    work = k._snap_path(k._meta("rw").n, "work")
     assert os.path.isdir(os.path.join(work, "work", "incompat", "volatile"))
     run(k.mount("rw", target))  # the marker is cleared first (overlayfs refuses it otherwise)
     try:
@@ -132,7 +132,7 @@ def test_removed_snapshot_goes_through_the_trash(tmp_path: pathlib.Path) -> None
     k = SnapKernel(str(tmp_path / "root"))
     run(k.apply_layer("base", None, _tar()))
     run(k.prepare("rw", "base"))
-    n = k._meta("rw")["n"]
+    n = k._meta("rw").n
     run(k.remove("rw"))
     assert not os.path.exists(k._snap_path(n))
     assert [m["key"] for m in k._metas()] == ["base"]
