@@ -17,6 +17,33 @@ import time
 from collections.abc import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# set in the environment of each daemon started here, inherited by everything it starts (zygote and
+# monitors; containerd and its shims): lets a bench count exactly one peer's processes on a machine
+# where other daemons of the same name run
+PEER_MARK = "WHARFIE_BENCH_PEER"
+
+
+def peer_pids(mark: str, *needles: str) -> list[int]:
+    """PIDs whose command line holds one of ``needles`` and whose environment carries ``mark``
+    (the directory given to :func:`wharfied` or :func:`dockerd`'s data dir)."""
+    tag = f"{PEER_MARK}={mark}".encode()
+    found = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            if not any(n in cmd for n in needles):
+                continue
+            with open(f"/proc/{p}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+            if tag not in env:
+                continue
+        except OSError:
+            continue
+        found.append(int(p))
+    return found
 
 
 def wait_socket(path: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
@@ -51,7 +78,8 @@ def wharfied(tmp: str, backend: str = "linux") -> Iterator[str]:
     sock = os.path.join(tmp, "wharfie.sock")
     log = open(os.path.join(tmp, "wharfied.log"), "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "engine.api.daemon", "--backend", backend, "--root", root,
-                             "--exec-root", run, "-H", f"unix://{sock}"], cwd=REPO, stdout=log, stderr=log)
+                             "--exec-root", run, "-H", f"unix://{sock}"], cwd=REPO, stdout=log, stderr=log,
+                            env={**os.environ, PEER_MARK: tmp})
     try:
         wait_socket(sock, proc, "wharfied")
         yield sock
@@ -72,7 +100,8 @@ def dockerd(tmp: str) -> Iterator[str]:
     proc = subprocess.Popen([exe, "--data-root", os.path.join(d, "data"), "--exec-root", os.path.join(d, "exec"),
                              "-H", f"unix://{sock}", "--pidfile", os.path.join(d, "docker.pid"),
                              "--bridge=none", "--iptables=false", "--ip6tables=false",
-                             "--storage-driver", "overlay2"], stdout=log, stderr=log)
+                             "--storage-driver", "overlay2"], stdout=log, stderr=log,
+                            env={**os.environ, PEER_MARK: d})
     try:
         wait_socket(sock, proc, "dockerd")
         for _ in range(200):  # the socket appears before the API answers

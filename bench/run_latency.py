@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from bench.peers import REPO, dockerd, wharfied
+from bench.peers import REPO, dockerd, peer_pids, wharfied
 from engine.images.busybox import rootfs_tar_bytes
 
 HYBRID_MSG = "hybrid mode not supported"
@@ -149,24 +149,12 @@ def pss_of(pids: list[int]) -> int:
     return total
 
 
-def pids_matching(*needles: str) -> list[int]:
-    found = []
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if any(n in cmd for n in needles):
-            found.append(int(p))
-    return found
-
-
-def idle_density(docker_host: str, engine_needles: tuple[str, ...], n: int, run_args: list[str]) -> float:
+def idle_density(docker_host: str, mark: str, engine_needles: tuple[str, ...], n: int,
+                 run_args: list[str]) -> float:
+    """PSS growth per container of one engine's processes (only those started by the daemon that
+    ``mark`` names: other daemons of the same name on the machine are not counted)."""
     docker = ["docker", "-H", f"unix://{docker_host}"]
-    base = pss_of(pids_matching(*engine_needles))
+    base = pss_of(peer_pids(mark, *engine_needles))
     ids = []
     try:
         for _ in range(n):
@@ -174,7 +162,7 @@ def idle_density(docker_host: str, engine_needles: tuple[str, ...], n: int, run_
                                capture_output=True, text=True, check=True)
             ids.append(r.stdout.strip())
         time.sleep(2)
-        loaded = pss_of(pids_matching(*engine_needles))
+        loaded = pss_of(peer_pids(mark, *engine_needles))
     finally:
         for i in range(0, len(ids), 20):
             subprocess.run(docker + ["rm", "-f", *ids[i:i + 20]], capture_output=True, check=False)
@@ -247,9 +235,9 @@ def main() -> None:
             report(res)
             if args.idle:
                 print(f"\n== memory per idle container ({args.idle} x sleep), PSS ==")
-                wm = idle_density(wsock, ("engine.api.daemon", "backends.linux.zygote", "wharfie-monitor"),
+                wm = idle_density(wsock, tmp, ("engine.api.daemon", "wharfie-zygote", "wharfie-monitor"),
                                   args.idle, [])
-                dm = idle_density(dsock, ("dockerd", "containerd", "containerd-shim"), args.idle,
+                dm = idle_density(dsock, os.path.join(tmp, "docker"), ("dockerd", "containerd"), args.idle,
                                   ["--network", "none"])
                 print(f"  wharfie (daemon+zygote+monitors)    {wm / 2**20:6.2f} MiB/container (goal <= 4 MiB)")
                 print(f"  docker (dockerd+containerd+shims)   {dm / 2**20:6.2f} MiB/container")
