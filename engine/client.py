@@ -1,6 +1,7 @@
 """HTTP client for the wharfie (Docker Engine) API, over a UNIX socket or TCP+TLS.
 
-Stdlib only, and not even ``http.client`` (see ``engine.client_http``), so the CLI starts fast.
+Stdlib only, and not even ``http.client`` (see ``engine.client_http``) or the ``json`` module
+(``engine.client_json`` runs json's C part without it), so the CLI starts fast.
 Results are Docker's JSON documents (the wire shape, as ``docker inspect`` shows them). Error
 bodies come back as the same ``EngineError`` subclass the daemon raised — ``{"kind": …}`` maps
 through ``errors.from_kind`` (the status code when ``kind`` is absent, e.g. from a real dockerd)
@@ -14,13 +15,13 @@ UPGRADED``, with :func:`demux` for Docker's 8-byte multiplexed framing), and her
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from typing import IO, Any
 
 from engine import errors
 from engine.client_http import body_reader
+from engine.client_json import dumps, loads
 from engine.client_streams import Hijacked, Response, closing, demux
 from engine.client_transport import API_PREFIX, SAFE, TLSConfig, Transport
 
@@ -44,7 +45,7 @@ class Client(Transport):
 
     def events(self, since: str | None = None, until: str | None = None,
                filters: dict[str, list[str]] | None = None) -> Iterator[Any]:
-        q = {"since": since, "until": until, "filters": json.dumps(filters) if filters else None}
+        q = {"since": since, "until": until, "filters": dumps(filters) if filters else None}
         return self.request("GET", "/events", q, stream=True).lines()
 
     def df(self) -> Any:
@@ -52,13 +53,13 @@ class Client(Transport):
 
     def prune(self, resource: str, filters: dict[str, list[str]] | None = None) -> Any:
         """``POST /{resource}/prune`` for networks, volumes and build (cache)."""
-        return self.json("POST", f"/{resource}/prune", {"filters": json.dumps(filters) if filters else None})
+        return self.json("POST", f"/{resource}/prune", {"filters": dumps(filters) if filters else None})
 
     # -- containers -----------------------------------------------------------------------------
 
     def containers(self, all: bool = False, filters: dict[str, list[str]] | None = None, limit: int | None = None,
                    size: bool = False) -> Any:
-        q = {"all": all, "limit": limit, "size": size, "filters": json.dumps(filters) if filters else None}
+        q = {"all": all, "limit": limit, "size": size, "filters": dumps(filters) if filters else None}
         return self.json("GET", "/containers/json", q)
 
     def container(self, ref: str, size: bool = False) -> Any:
@@ -154,7 +155,7 @@ class Client(Transport):
         self.request("POST", f"/containers/{_q(ref)}/resize", {"h": rows, "w": cols}).read()
 
     def prune_containers(self, filters: dict[str, list[str]] | None = None) -> Any:
-        return self.json("POST", "/containers/prune", {"filters": json.dumps(filters) if filters else None})
+        return self.json("POST", "/containers/prune", {"filters": dumps(filters) if filters else None})
 
     def commit(self, ref: str, reference: str | None = None, changes: list[str] | None = None,
                comment: str | None = None, author: str | None = None, pause: bool = True) -> str:
@@ -215,7 +216,7 @@ class Client(Transport):
     # -- images ---------------------------------------------------------------------------------
 
     def images(self, all: bool = False, filters: dict[str, list[str]] | None = None) -> Any:
-        return self.json("GET", "/images/json", {"all": all, "filters": json.dumps(filters) if filters else None})
+        return self.json("GET", "/images/json", {"all": all, "filters": dumps(filters) if filters else None})
 
     def image(self, ref: str) -> Any:
         return self.json("GET", f"/images/{_q(ref)}/json")
@@ -266,7 +267,7 @@ class Client(Transport):
 
     def prune_images(self, all: bool = False) -> Any:
         filters = {"dangling": ["false"]} if all else None
-        return self.json("POST", "/images/prune", {"filters": json.dumps(filters) if filters else None})
+        return self.json("POST", "/images/prune", {"filters": dumps(filters) if filters else None})
 
 
 class _BytesReader:
@@ -286,7 +287,7 @@ def _path_stat(headers: Any) -> Any:
     if not raw:
         return None
     try:
-        return json.loads(base64.b64decode(raw))
+        return loads(base64.b64decode(raw))
     except ValueError:
         return None
 

@@ -7,12 +7,11 @@ connection and closes it (``close()`` or ``with``).
 from __future__ import annotations
 
 import io
-import json
-import struct
 from collections.abc import Iterator
 from typing import IO, Any, Self
 
 from engine.client_http import SHUT_WR, Headers, Sock
+from engine.client_json import loads
 
 CHUNK = 1 << 16
 
@@ -32,14 +31,14 @@ class Response:
 
     def json(self) -> Any:
         data = self.read()
-        return json.loads(data) if data.strip() else None
+        return loads(data) if data.strip() else None
 
     def lines(self) -> Iterator[Any]:
         """NDJSON documents as they arrive."""
         try:
             while line := self.raw.readline():
                 if line.strip():
-                    yield json.loads(line)
+                    yield loads(line)
         finally:
             self.close()
 
@@ -103,7 +102,7 @@ def demux(reader: IO[bytes]) -> Iterator[tuple[int, bytes]]:
         head = _read_exact(reader, 8)
         if len(head) < 8:
             return
-        fd, size = struct.unpack(">BxxxL", head)
+        fd, size = head[0], int.from_bytes(head[4:8], "big")  # no `struct`: one import less per CLI start
         yield fd, _read_exact(reader, size)
 
 

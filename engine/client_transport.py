@@ -8,7 +8,6 @@ an unreachable daemon into ``Unavailable``. Endpoints live in ``engine.client``.
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Iterator
 from typing import IO, Any
@@ -24,6 +23,7 @@ from engine.client_http import (
     read_head,
     send_request,
 )
+from engine.client_json import dumps, loads
 from engine.client_streams import CHUNK, Hijacked, Response
 
 API_PREFIX = "/v1.47"
@@ -55,7 +55,7 @@ class TLSConfig:
 
 def _error_from(status: int, body: bytes) -> errors.EngineError:
     try:
-        doc = json.loads(body)
+        doc = loads(body)
         message, kind = str(doc.get("message", "")), doc.get("kind")
     except (ValueError, AttributeError):
         message, kind = body.decode("utf-8", "replace").strip(), None
@@ -159,7 +159,7 @@ class Transport:
         hdrs = dict(headers or {})
         data: Any = None
         if body is not None and not hasattr(body, "read"):
-            data = json.dumps(body).encode()
+            data = dumps(body).encode()
             hdrs.setdefault("Content-Type", "application/json")
         elif body is not None:
             data = _chunks(body)
@@ -178,7 +178,7 @@ class Transport:
         return Hijacked(sock, reader, hdrs.get("content-type", ""))
 
     def _send_hijack(self, path: str, query: dict[str, Any] | None, body: Any) -> tuple[Sock, io.BufferedReader]:
-        data = json.dumps(body).encode() if body is not None else b""
+        data = dumps(body).encode() if body is not None else b""
         return self._send("POST", self._url(path, query), {"Connection": "Upgrade", "Upgrade": "tcp",
                                                            "Content-Type": "application/json"}, data, None)
 

@@ -15,7 +15,7 @@ import sys
 import click
 
 from engine import __version__
-from engine.cli.app import EXIT_DAEMON, App, Exit, end_process, engine_error_message
+from engine.cli.app import EXIT_DAEMON, App, Exit, ShortOptsFirst, end_process, engine_error_message
 
 # name -> "module:attribute" ("attribute()" builds a group); imported only when invoked, so
 # ``wharfie --version`` loads click alone and ``wharfie ps`` adds just what ps needs.
@@ -37,7 +37,7 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(ShortOptsFirst, click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
 

@@ -10,7 +10,16 @@ from typing import Any
 
 import click
 
-from engine.cli.app import App, Exit, engine_error_message, err, fail, pass_app, skip_finalization
+from engine.cli.app import (
+    App,
+    Exit,
+    ShortOptsFirst,
+    engine_error_message,
+    err,
+    fail,
+    pass_app,
+    skip_finalization,
+)
 from engine.cli.runopts import build_config, create_options
 
 CONTEXT = {"ignore_unknown_options": False, "allow_interspersed_args": False}
@@ -38,7 +47,7 @@ def start_error(e: Exception) -> Exit:
     return Exit(code, engine_error_message(e))
 
 
-@click.command(context_settings=CONTEXT)
+@click.command(cls=ShortOptsFirst, context_settings=CONTEXT)
 @click.option("-d", "--detach", is_flag=True, help="Run container in background and print container ID")
 @click.option("--detach-keys", help="Override the key sequence for detaching a container")
 @click.option("--sig-proxy/--no-sig-proxy", default=True, help="Proxy received signals to the process")
@@ -55,6 +64,9 @@ def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_
     skip_finalization()  # only sockets and stdio below; the stdin/signal threads are daemons
     if detach and opts["auto_remove"] and opts["restart"] not in ("no", ""):
         fail("Conflicting options: --restart and --rm")
+    tty, stdin = opts["tty"], opts["interactive"]
+    if not detach and tty and stdin and not sys.stdin.isatty():
+        fail("the input device is not a TTY")  # before create, as docker: no container left behind
     cid = create_container(app, opts, image, command)
     c = app.client
     if detach:
@@ -64,9 +76,6 @@ def run(app: App, /, image: str, command: tuple[str, ...], detach: bool, detach_
             raise start_error(e) from None
         click.echo(cid)
         return
-    tty, stdin = opts["tty"], opts["interactive"]
-    if tty and stdin and not sys.stdin.isatty():
-        fail("the input device is not a TTY")
     hj, waiter = c.attach_and_wait(cid, stdin=stdin, detach_keys=detach_keys,
                                    condition="removed" if opts["auto_remove"] else "next-exit")
     try:

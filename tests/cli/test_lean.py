@@ -38,12 +38,15 @@ def test_wharfie_ps_imports_no_server_or_engine_core(daemon: Daemon) -> None:
 
 
 RUN_PROBE = """
-import atexit, sys
-sys.argv = ["wharfie", "run", "--rm", "busybox", "true"]
+import atexit, os, sys
+sys.argv = ["wharfie", "-H", os.environ["WHARFIE_HOST"], "run", "--rm", "-e", "A=1", "busybox", "true"]
 from engine.cli.main import main
-# what ``run`` does not need, or needs only for other inputs: each costs the CLI 1.5-20 ms
-# (``socket``: UNIX connections go through ``_socket``, see engine/client_http.py)
-heavy = ("http", "email", "ssl", "urllib", "dataclasses", "shlex", "ipaddress", "socket", "selectors")
+# what ``run`` does not need, or needs only for other inputs: each costs the CLI 0.4-20 ms
+# (``socket``: UNIX connections go through ``_socket``, see engine/client_http.py; ``json``:
+# engine/client_json.py runs its C part; ``signal``: engine/cli/term.py uses ``_signal``;
+# ``difflib``: click's "did you mean" on short options, see ``ShortOptsFirst`` in engine/cli/app.py)
+heavy = ("http", "email", "ssl", "urllib", "dataclasses", "shlex", "ipaddress", "socket", "selectors", "json",
+         "signal", "difflib")
 # reported from an atexit handler: ``run`` ends the process without finalization (os._exit),
 # but after flushing stdio and running the atexit handlers
 atexit.register(lambda: print("LOADED", sorted({m.split(".")[0] for m in sys.modules if m.startswith(heavy)})))

@@ -79,6 +79,14 @@ def test_run_attached_and_exit_codes(wharfie: Any) -> None:
     assert p.returncode == 125
 
 
+def test_run_it_without_a_terminal_creates_nothing(wharfie: Any) -> None:
+    """``run -it`` with stdin not a terminal fails before the create, as docker's CLI does."""
+    before = wharfie("ps", "-aq", "--no-trunc").stdout.split()
+    p = wharfie("run", "-it", "busybox", "true", input=b"", check=False)
+    assert (p.returncode, p.stderr.strip()) == (125, "the input device is not a TTY")
+    assert wharfie("ps", "-aq", "--no-trunc").stdout.split() == before
+
+
 def test_run_forwards_signals(wharfie: Any) -> None:
     """docker's --sig-proxy: a SIGTERM to the attached CLI reaches the container's process."""
     import signal
