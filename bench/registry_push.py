@@ -14,7 +14,8 @@ and uploads everything), and the peers take turns (the order alternates per run)
     python -m bench.registry_push [--scale 1.0] [--backend linux] [--runs 3] [--wharfied]
                                   [--start-dockerd | --docker-host unix:///run/docker.sock]
 
-Prints each peer's median and the sorted runs, and the ratios to dockerd; and, as this box's
+Prints each peer's median and the sorted runs, and the ratios to dockerd (of the medians, and
+per pair: the two pushes of one run, made one right after the other); and, as this box's
 timings swing with other load, the CPU seconds each push cost: the pusher (the engine's own
 process; dockerd + the docker CLI) and the registry (the same Debian registry either way).
 Goal (issue 6): push <= 0.3x docker's time (a cold push: nothing cached, every layer compressed).
@@ -199,7 +200,10 @@ async def run(args: argparse.Namespace, docker_host: str | None, wharfied_host: 
                 if n != name:
                     continue
                 xs = [x[0] for x in samples]
-                ratio = f"  {statistics.median(xs) / statistics.median(base):.2f}x dockerd" if base else ""
+                ratio = ""
+                if base and who != "docker→dockerd":  # per pair: the runs made side by side
+                    pairs = " ".join(f"{x / b:.2f}" for x, b in zip(xs, base, strict=True))
+                    ratio = f"  {statistics.median(xs) / statistics.median(base):.2f}x dockerd (per pair {pairs})"
                 cpu = "" if who == "docker→wharfied" else (
                     f"  cpu {statistics.median(x[1] for x in samples):.2f} s"
                     f" + registry {statistics.median(x[2] for x in samples):.2f} s")

@@ -158,15 +158,17 @@ class _Pusher(Uploader):
         Raises:
             InvalidArgument: the stored layer is not as long as recorded (truncated).
         """
-        with self.store.blobs.open(lr.blob) as src:
-            counted = compress.CountingReader(src)
-            for piece in pgzip.gzip_stream(counted):
-                self.report.bytes("Pushing", ident, counted.count, total)
-                if lr.size and counted.count > lr.size:
+        with self.store.blobs.open(lr.blob) as src:  # read with readinto into reused buffers
+            count = 0
+            for piece in pgzip.gzip_stream(src):
+                count = src.tell()  # the bytes read so far
+                self.report.bytes("Pushing", ident, count, total)
+                if lr.size and count > lr.size:
                     break
                 yield piece
-        if lr.size and counted.count != lr.size:
-            raise InvalidArgument(f"layer {lr.diff_id} in the local store is {counted.count} bytes, recorded as "
+            count = src.tell()
+        if lr.size and count != lr.size:
+            raise InvalidArgument(f"layer {lr.diff_id} in the local store is {count} bytes, recorded as "
                                   f"{lr.size}: the store is damaged; nothing was pushed")
 
     def _file_pieces(self, blob: str, ident: str, total: int) -> Iterator[bytes]:

@@ -16,18 +16,14 @@ Rules the session enforces for every request:
   capped at ``max_backoff``. A 429/5xx that is not retried here raises :class:`RegistryBusy`,
   which carries the ``Retry-After`` to callers that retry a whole transfer (push uploads).
 
-Failures become EngineErrors: unreachable → Unavailable, 401/403 → PermissionDenied, 404 →
-NotFound, anything else from the registry → InvalidArgument / Unavailable, with the registry's
-own error code and message (``{"errors": [{"code", "message"}]}``) in the text.
+Failures become EngineErrors: unreachable → Unavailable; the registry's error answers as
+:mod:`.answers` reads them (401/403 → PermissionDenied, 404 → NotFound, 429/5xx →
+RegistryBusy, …, with the registry's own code and message in the text).
 """
 
 from __future__ import annotations
 
 import base64
-import datetime
-import email.utils
-import json
-import re
 import ssl
 import threading
 import time
@@ -38,105 +34,27 @@ from typing import Any
 import httpx
 
 from engine import __version__
-from engine.errors import EngineError, InvalidArgument, NotFound, PermissionDenied, Unavailable
+from engine.errors import InvalidArgument, Unavailable
+from engine.registry.answers import Cancelled, RegistryBusy, error_for, parse_challenge, parse_retry_after
 from engine.registry.credentials import Credentials
 from engine.registry.endpoints import Endpoint
 from engine.registry.options import RegistryOptions
+
+__all__ = ["Cancelled", "RegistryBusy", "Session", "error_for", "iter_raw", "origin", "parse_challenge",
+           "parse_retry_after"]
 
 USER_AGENT = f"wharfie/{__version__}"
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 REDIRECTS = (301, 302, 303, 307, 308)
 MAX_HOPS = 5
-MAX_ERROR_BODY = 64 * 1024
-_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 Body = bytes | Callable[[], Iterable[bytes]] | None
-
-
-class Cancelled(Unavailable):
-    """The transfer was cancelled (the API client went away)."""
-
-
-class RegistryBusy(Unavailable):
-    """A 429 or 5xx answer; ``retry_after``: the seconds its ``Retry-After`` asked to wait
-    (None when it sent none or an unreadable one)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """``Retry-After`` (RFC 9110: delay-seconds or an HTTP date) → seconds from ``now``
-    (``time.time()``), never negative; None if absent or unreadable."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
-
-
-def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``WWW-Authenticate`` → ``(scheme lower-cased, params)``; ``("", {})`` if absent."""
-    header = header.strip()
-    if not header:
-        return "", {}
-    scheme, _, rest = header.partition(" ")
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3) or "")
-              for m in _CHALLENGE_PARAM.finditer(rest)}
-    return scheme.lower(), params
 
 
 def origin(url: str) -> tuple[str, str, int]:
     u = urllib.parse.urlsplit(url)
     port = u.port or (443 if u.scheme == "https" else 80)
     return u.scheme, (u.hostname or "").lower(), port
-
-
-def registry_errors(resp: httpx.Response) -> str:
-    """The registry's error list as ``code: message`` text (or the start of the body)."""
-    try:
-        data = resp.content[:MAX_ERROR_BODY]
-    except httpx.HTTPError:
-        return ""
-    try:
-        doc = json.loads(data)
-        errs = doc.get("errors") if isinstance(doc, dict) else None
-        if isinstance(errs, list) and errs:
-            parts = []
-            for e in errs[:5]:
-                if isinstance(e, dict):
-                    code, msg = str(e.get("code", "")).lower(), str(e.get("message", ""))
-                    parts.append(f"{code}: {msg}" if code else msg)
-            return "; ".join(parts)
-    except (ValueError, UnicodeDecodeError):
-        pass
-    text = data.decode("utf-8", "replace").strip()
-    return text[:200]
-
-
-def error_for(resp: httpx.Response, what: str) -> EngineError:
-    """The EngineError for a failed registry answer (``what`` says what was attempted)."""
-    detail = registry_errors(resp) or resp.reason_phrase or f"HTTP {resp.status_code}"
-    status = resp.status_code
-    msg = f"{what}: {detail} (HTTP {status})"
-    if status == 401:
-        return PermissionDenied(msg if "unauthorized" in detail.lower() else
-                                f"{what}: unauthorized: authentication required ({detail}) (HTTP 401)")
-    if status == 403:
-        return PermissionDenied(msg if "denied" in detail.lower() else f"{what}: denied: {detail} (HTTP 403)")
-    if status == 404:
-        return NotFound(msg)
-    if status == 429 or status >= 500:
-        return RegistryBusy(msg, parse_retry_after(resp.headers.get("retry-after")))
-    return InvalidArgument(msg)
 
 
 class Session:

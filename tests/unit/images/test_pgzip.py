@@ -61,3 +61,28 @@ def test_closing_early_stops_the_workers() -> None:
     next(gen)
     next(gen)
     gen.close()  # no thread left running, no error
+
+
+def test_streams_sharing_the_pool_each_give_their_own_bytes(gz: str) -> None:
+    """Streams that run at once share the process-wide pool (the earliest first, taking turns):
+    each still gives exactly its own bytes, and one closed early leaves the others whole."""
+    blobs = [DATA, DATA[::-1], DATA[: len(DATA) // 3]]
+    gens = [pgzip.gzip_stream(io.BytesIO(b), block=64 * 1024) for b in blobs]
+    dropped = pgzip.gzip_stream(io.BytesIO(DATA * 2), block=64 * 1024)
+    next(dropped)
+    next(dropped)
+    closed = False
+    outs: list[list[bytes]] = [[] for _ in gens]
+    live = set(range(len(gens)))
+    while live:  # pull from all of them in turn, as parallel uploads do
+        for i in sorted(live):
+            piece = next(gens[i], None)
+            if piece is None:
+                live.discard(i)
+            else:
+                outs[i].append(piece)
+        if not closed and len(outs[0]) > 3:
+            getattr(dropped, "close")()  # noqa: B009 - a generator (typed as an Iterator)
+            closed = True
+    for blob, out in zip(blobs, outs, strict=True):
+        assert b"".join(out) == pgzip.compress_bytes(blob, block=64 * 1024, workers=1)
