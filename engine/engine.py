@@ -46,7 +46,7 @@ class _ImageSource:
         return self._images.lookup(ref)
 
     def config(self, image_id: str) -> dict[str, Any]:
-        return self._images.inspect(image_id).config
+        return self._images.config(image_id)  # (inspect would also build tags, digests, chain ids)
 
     def layer_chain(self, image_id: str) -> list[tuple[str, str, str]]:
         return self._images.layer_chain(image_id)

@@ -81,8 +81,15 @@ def write(path: str, value: str | int) -> None:
 
 
 def read_pids(path: str) -> set[int]:
-    with open(path) as f:
-        return {int(line) for line in f if line.strip()}
+    """The pids in a cgroup.procs file (plain os calls: read on every container's teardown)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):  # a seq_file may answer in several pieces
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return {int(p) for p in b"".join(chunks).split()}
 
 
 def mkdir_chain(base: str, path: str, mkdir: Callable[[str], None]) -> None:

@@ -156,6 +156,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     _check(_libc.syscall(NR["capset"], ctypes.byref(hdr), data))
 
 
+MADV_POPULATE_WRITE = 23  # Linux >= 5.14: fault the range in writable (breaks copy-on-write)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+
+
+def madvise(addr: int, length: int, advice: int) -> None:
+    _check(_libc.madvise(addr, length, advice))
+
+
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     _check(_libc.syscall(NR["close_range"], ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)))
 

@@ -7,17 +7,19 @@ CLOEXEC error pipe (EOF on it means ``execve`` succeeded).
 
 :class:`Prefork` forks that child *in advance*, while the spare monitor waits for work (see
 ``backends.linux.zygote``): ``unshare(CLONE_NEWPID)`` then fork, so the child is already PID 1 of
-a new pid namespace, with its page tables copied and its first copy-on-write faults taken when
-the request comes (~2 ms of a start on this 2-core box). It blocks on a socket until
-:meth:`Prefork.hand_over` sends it the request and its fds, then runs :func:`child_main` exactly
-as a freshly forked child would. A spawn that needs another kind of child (no new pid namespace;
-an exec, which joins the target's) discards it (EOF: it exits) and forks as before. It holds no
-fd but its socket and 0-2 (the zygote's /dev/null and log), so nothing of the daemon or the
-zygote can reach a container through it; it exits when its spare does (EOF).
+a new pid namespace, with its page tables copied (~2 ms of a start on this 2-core box) and the
+copy-on-write faults a start takes there copied ahead too (~2.5 ms; see ``monitor_prefault``).
+It blocks on a socket until :meth:`Prefork.hand_over` sends it the request and its fds, then
+runs :func:`child_main` exactly as a freshly forked child would. A spawn that needs another kind
+of child (no new pid namespace; an exec, which joins the target's) discards it (EOF: it exits)
+and forks as before. It holds no fd but its socket and 0-2 (the zygote's /dev/null and log), so
+nothing of the daemon or the zygote can reach a container through it; it exits when its spare
+does (EOF).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -30,7 +32,7 @@ from array import array
 from types import ModuleType
 from typing import Any, NoReturn
 
-from backends.linux import libc
+from backends.linux import libc, monitor_prefault
 from backends.linux.monitor_wire import decode_exec, decode_spawn
 from engine.kernel import SpawnSpec
 
@@ -77,14 +79,17 @@ def child_main(sandbox: ModuleType, op: str, spec: Any, req: dict[str, Any], chi
 class Prefork:
     """A child forked ahead of time into a new pid namespace, waiting for its request."""
 
-    def __init__(self, pid: int, sock: socket.socket) -> None:
-        self.pid, self.sock = pid, sock
+    def __init__(self, pid: int, sock: socket.socket, learn: bool = False) -> None:
+        self.pid, self.sock, self.learn = pid, sock, learn
 
     @classmethod
-    def start(cls, sandbox: ModuleType, sample: bytes | None = None) -> Prefork | None:
+    def start(cls, sandbox: ModuleType, sample: bytes | None = None, hot: bytes = b"",
+              learn: bool = False) -> Prefork | None:
         """Fork the waiting child (from a single-threaded spare whose next child may be PID 1
         of a new pid namespace: this unshares it). None if that is refused here. ``sample``:
-        a request like the real ones, decoded while waiting (see :func:`warm`)."""
+        a request like the real ones, decoded while waiting (see :func:`warm`). ``hot``: the
+        pages such children write (``monitor_prefault.Hot``), copied now. ``learn``: the child
+        reports those it wrote instead (see :meth:`report`)."""
         try:
             libc.unshare(libc.CLONE_NEWPID)
         except OSError:
@@ -98,13 +103,14 @@ class Prefork:
                 if fd > 3:
                     libc.close_range(3, fd - 1)  # nothing of the spare (control socket, pipes)
                 libc.close_range(fd + 1)
+                monitor_prefault.populate(hot)  # its faults taken now, not on the start's path
                 if sample is not None:
                     warm(sample)
-                _wait_and_run(sandbox, theirs)
+                _wait_and_run(sandbox, theirs, learn=learn)
             finally:
                 os._exit(0)
         theirs.close()
-        return cls(pid, ours)
+        return cls(pid, ours, learn)
 
     def hand_over(self, raw: bytes, child_fds: list[int], err_w: int, gate: int) -> int:
         """Send the child the request (``raw``: the monitor's request, JSON) and its fds
@@ -116,12 +122,26 @@ class Prefork:
             n = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array("i", fds))])
             if n < len(data):
                 self.sock.sendall(data[n:])
-        finally:
+        except BaseException:
             self.sock.close()
+            raise
         return self.pid
 
+    def report(self) -> bytes:
+        """After the child's exec (or its failure): the pages it wrote on its way, if it was
+        asked to report them (else, or if it has not sent them, b""). Never blocks."""
+        out = bytearray()
+        if self.learn and self.sock.fileno() >= 0:
+            self.sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                while chunk := self.sock.recv(65536):
+                    out += chunk
+        self.sock.close()
+        return bytes(out)
+
     def discard(self) -> None:
-        """Let the child go unused (EOF: it exits) and reap it."""
+        """Let the child go unused (EOF: it exits) and reap it (also after :meth:`hand_over`:
+        closes our socket)."""
         self.sock.close()
         try:
             os.waitpid(self.pid, 0)
@@ -139,8 +159,11 @@ def warm(sample: bytes) -> None:
     json.dumps(req)
 
 
-def _wait_and_run(sandbox: ModuleType, sock: socket.socket) -> None:
-    """The waiting child: read one request (EOF: return, the caller exits) and run it."""
+def _wait_and_run(sandbox: ModuleType, sock: socket.socket, learn: bool = False) -> None:
+    """The waiting child: read one request (EOF: return, the caller exits) and run it.
+
+    ``learn``: send the pages written by the time the sandbox is set up back on ``sock``
+    (``sandbox.before_gate``), for the spares that come after (see ``monitor_prefault``)."""
     buf, fds, need = bytearray(), list[int](), 4
     while len(buf) < need:
         try:
@@ -156,7 +179,14 @@ def _wait_and_run(sandbox: ModuleType, sock: socket.socket) -> None:
         buf += data
         if need == 4 and len(buf) >= 4:
             need = 4 + struct.unpack(">I", buf[:4])[0]
-    sock.close()
+    if learn:
+        def report() -> None:
+            with contextlib.suppress(OSError):
+                sock.sendall(monitor_prefault.dirty_ranges())
+            sock.close()  # (close-on-exec anyway)
+        setattr(sandbox, "before_gate", report)  # noqa: B010 - a ModuleType (not typed)
+    else:
+        sock.close()
     if len(fds) != 5:
         os._exit(127)  # not a request of ours: nothing to report on
     err_w, gate = fds[3], fds[4]

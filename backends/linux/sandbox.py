@@ -35,6 +35,7 @@ import os
 import resource
 import socket
 import struct
+from collections.abc import Callable
 from typing import NoReturn
 
 from backends.linux import caps, libc, sandbox_mounts, seccomp
@@ -46,6 +47,9 @@ from engine.kernel import ExecSpec, Namespace, Rlimit, SpawnSpec
 __all__ = ["DEFAULT_CAPS", "default_profile", "exec_main", "init_main", "preload", "resolve_user"]
 
 CLOSE_RANGE_CLOEXEC = 4
+#: If set, called (and never raising) right before the child waits for its gate, its sandbox
+#: set up: a pre-forked child that learns its pages reports them there (``monitor_child``).
+before_gate: Callable[[], None] | None = None
 _RLIMITS = {
     "as": resource.RLIMIT_AS, "core": resource.RLIMIT_CORE, "cpu": resource.RLIMIT_CPU,
     "data": resource.RLIMIT_DATA, "fsize": resource.RLIMIT_FSIZE, "locks": 10,
@@ -170,14 +174,19 @@ def join_cgroup(cgroup_procs: list[str]) -> None:
     largest single cost of a container start). v2 has no ``tasks`` file: ``cgroup.procs`` there.
     """
     for procs in cgroup_procs:
-        path = procs
-        if procs.endswith("/cgroup.procs"):
-            tasks = procs[:-len("cgroup.procs")] + "tasks"
-            if os.path.exists(tasks):
-                path = tasks
+        path = procs[:-len("cgroup.procs")] + "tasks" if procs.endswith("/cgroup.procs") else procs
         try:
-            with open(path, "w") as fh:
-                fh.write("0")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if path == procs:
+                    raise
+                path = procs  # v2: no tasks file (or no such cgroup: this open says so)
+                fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         except OSError as e:
             raise OSError(e.errno, f"join cgroup {path}: {e.strerror}", path) from None
 
@@ -240,6 +249,8 @@ def _finish(argv: tuple[str, ...], env: tuple[str, ...], cwd: str, user: str, ca
     """Inside the container: (the gate), user, capabilities, no_new_privs, seccomp, fds, execve."""
     if not argv:
         raise OSError(errno.EINVAL, "empty command")
+    if before_gate is not None:
+        before_gate()
     wait_gate(gate)
     uid, gid, groups, home = resolve_user("/", user)
     envl = list(env)

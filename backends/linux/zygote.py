@@ -13,14 +13,16 @@ spare waits, so each message has one reader). The spare that gets a request tell
 socket it was handed and answers on it itself (``backends.linux.monitor``). So a spawn does not
 wait for a fork of the zygote, nor for the new process's copy-on-write warm-up (~2 ms together).
 Each spare also forks, while it waits, the child a spawn will turn into the container's init
-(``monitor_child.Prefork``: already PID 1 of a new pid namespace). The zygote forks the next
-spare ``SPARE_DELAY`` after the monitor has replied (a second byte, or EOF, on the pipe): on a
-busy machine that fork (and the spare's own fork and warm-up) would otherwise compete for a CPU
-with the start and, for a short container, its exit and teardown. It forks at once if another
-request is already waiting on the control socket (polled, never read), so
-concurrent starts do not queue behind one another. The zygote ignores SIGCHLD, so the kernel
-reaps monitors that end while it runs (after it is gone, they are reparented like any orphan).
-The zygote itself never blocks on a container.
+(``monitor_child.Prefork``: already PID 1 of a new pid namespace), and both take the
+copy-on-write faults of a start ahead (``monitor_prefault``: learnt from the first few spares,
+each of which, after replying, says b"L" and waits on a second pipe while the zygote reads its
+pages, then sends its child's). The zygote forks the next spare ``SPARE_DELAY`` after the
+monitor has replied (a second byte, or EOF, on the pipe): on a busy machine that fork (and the
+spare's own fork and warm-up) would otherwise compete for a CPU with the start and, for a short
+container, its exit and teardown. It forks at once if another request is already waiting on
+the control socket (polled, never read), so concurrent starts do not queue behind one another.
+The zygote ignores SIGCHLD, so the kernel reaps monitors that end while it runs (after it is
+gone, they are reparented like any orphan). The zygote itself never blocks on a container.
 
 Shutdown: the spare reads EOF on the control socket when the daemon closes it or dies (even with
 SIGKILL); it exits, and the zygote, seeing its pipe closed without a byte, exits too (if the
@@ -44,7 +46,10 @@ import sys
 import threading
 import traceback
 from array import array
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backends.linux.monitor_prefault import Hot
 
 TITLE = "wharfie-zygote"
 SPARE_DELAY = 0.008  # after a monitor replied, the next spare is forked this much later
@@ -218,18 +223,25 @@ def main(argv: list[str]) -> int:
     warm = getattr(mod, "preload", None)
     if warm is not None:
         warm()  # e.g. build the default seccomp program once, not per container
-    from backends.linux import monitor  # noqa: F401 - the same (and its wire module)
+    from backends.linux import monitor, monitor_prefault  # noqa: F401 - the same (+ wire module)
 
     os.chdir("/")
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped by the kernel, no zombies
     gc.collect()
     gc.freeze()  # keep the collector off the pages shared with monitors
+    hot = monitor_prefault.Hot()  # learnt from the first spares (and their children)
     while True:
         taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
-        if os.fork() == 0:
+        learn_r, learn_w = os.pipe2(os.O_CLOEXEC) if not hot.complete() else (-1, -1)
+        spare = os.fork()
+        if spare == 0:
             os.close(taken_r)
-            _spare(ctl, taken_w, sandbox_module)
+            if learn_w >= 0:
+                os.close(learn_w)
+            _spare(ctl, taken_w, sandbox_module, hot, learn_r)
         os.close(taken_w)
+        if learn_r >= 0:
+            os.close(learn_r)
         try:
             if not _read_byte(taken_r):
                 return 0  # the spare saw the daemon go (or died): so do we
@@ -243,11 +255,29 @@ def main(argv: list[str]) -> int:
                 # replied: the container runs now, and a short one exits and is torn down in
                 # the next few ms: the next spare (and the child it forks ahead) comes after
                 # that, unless a request comes first
+                if learn_w >= 0:
+                    _learn(hot, spare, taken_r, learn_w)
                 calls = select.poll()
                 calls.register(ctl.fileno(), select.POLLIN)
                 _poll(calls, SPARE_DELAY)
         finally:
             os.close(taken_r)
+            if learn_w >= 0:
+                os.close(learn_w)
+
+
+def _learn(hot: Hot, spare: int, taken_r: int, learn_w: int) -> None:
+    """A spare that replied says b"R" (nothing to learn from), or b"L" and waits: note its
+    pages (read from outside, so that reading them writes none of them), let it go on, then
+    read its child's pages (until EOF) that it sends then."""
+    if _read_byte(taken_r) != b"L":
+        return
+    from backends.linux.monitor_prefault import dirty_ranges  # (imported by main())
+
+    monitor = dirty_ranges(spare)
+    with contextlib.suppress(OSError):
+        os.write(learn_w, b"G")
+    hot.learn(monitor, _read_all(taken_r))
 
 
 def _sample_request() -> bytes:
@@ -274,6 +304,19 @@ def _poll(poller: select.poll, seconds: float) -> bool:
             continue
 
 
+def _read_all(fd: int) -> bytes:
+    """Read ``fd`` to EOF (a spare's pipe: it closes its end right after its last write)."""
+    out = bytearray()
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        if not chunk:
+            return bytes(out)
+        out += chunk
+
+
 def _read_byte(fd: int) -> bytes:
     while True:
         try:
@@ -282,11 +325,18 @@ def _read_byte(fd: int) -> bytes:
             continue
 
 
-def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str) -> None:
-    """A pre-forked monitor: wait for one request on the control socket, then serve it."""
+def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str, hot: Hot | None = None,
+           learn_r: int = -1) -> None:
+    """A pre-forked monitor: wait for one request on the control socket, then serve it.
+
+    ``hot``: the pages learnt so far (copied now, see ``monitor_prefault.Hot``). ``learn_r``
+    (while something is missing there): after replying, this spare says b"L" with its child's
+    pages instead of b"R" and waits for a byte on it while the zygote reads its own."""
     try:
-        from backends.linux import monitor  # preloaded by main()
+        from backends.linux import monitor, monitor_prefault  # preloaded by main()
         from backends.linux.monitor_child import Prefork, warm
+
+        hot = hot if hot is not None else monitor_prefault.Hot()
 
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the monitor waits for its child
         # The container's child, forked ahead rather than on the start's path (it exits with
@@ -296,8 +346,10 @@ def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str) -> None:
         poller.register(ctl.fileno(), select.POLLIN)
         if not _poll(poller, 0):  # a request already waiting: serve it first, fork anew
             sample = _sample_request()
-            prefork = Prefork.start(importlib.import_module(sandbox_module), sample)
-            warm(sample)  # our own first faults on the request's path, also taken now
+            prefork = Prefork.start(importlib.import_module(sandbox_module), sample, hot.child,
+                                    learn=learn_r >= 0)
+            monitor_prefault.populate(hot.monitor)  # our own faults on the request's path, now
+            warm(sample)  # (without a learnt set: some of them)
         while True:
             try:
                 msg, anc, _, _ = ctl.recvmsg(16, socket.CMSG_SPACE(16), socket.MSG_CMSG_CLOEXEC)
@@ -315,9 +367,20 @@ def _spare(ctl: socket.socket, taken_w: int, sandbox_module: str) -> None:
         os.write(taken_w, b"T")  # taken: the zygote forks the next spare once we replied
 
         def replied() -> None:
+            # (only a start whose child was forked ahead went the common way: learn from it;
+            # its child's report is read after the zygote read our pages: reading allocates)
+            learn = prefork is not None and prefork.learn and learn_r >= 0
             with contextlib.suppress(OSError):
-                os.write(taken_w, b"R")
+                os.write(taken_w, b"L" if learn else b"R")
+                if learn:
+                    _read_byte(learn_r)  # (EOF if the zygote is gone: go on all the same)
+            child = prefork.report() if prefork is not None else b""  # (closes our end)
+            with contextlib.suppress(OSError):
+                if learn:
+                    os.write(taken_w, child)
             os.close(taken_w)
+            if learn_r >= 0:
+                os.close(learn_r)
 
         for fd in fds[1:]:
             os.close(fd)
