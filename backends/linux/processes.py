@@ -1,18 +1,14 @@
 """The Processes role of LinuxKernel (see ``engine.kernel.Processes`` for the contract).
 
 Every spawned sandbox and every exec has a monitor (``backends.linux.monitor``) forked from the
-zygote (``backends.linux.zygote``) and a state directory:
-``<exec_root>/sandboxes/<id>.<token>/`` or ``<exec_root>/execs/<token>/`` holding ``state.json``
-(written before spawn returns), ``exit.json`` (written by the monitor when the process ended) and
-``attach.sock``. The directory *is* the record: a new LinuxKernel over the same ``exec_root``
-(a restarted daemon) adopts whatever it finds there, running or ended. ``release`` moves it to
-``<exec_root>/trash/`` (deleted in the background, see ``backends.linux.trash``).
+zygote (``backends.linux.zygote``) and a state directory, its record (kept by the base class,
+``backends.linux.processes_state``). ``release`` moves the record to ``<exec_root>/trash/``
+(deleted in the background, see ``backends.linux.trash``).
 
-Pids are tracked through pidfds (pid reuse cannot misdirect a signal): one on the process, one on
-its monitor. ``wait`` waits for the *monitor* to exit, which it does right after writing
-``exit.json`` and delivering the last output, so a returned status comes with complete logs. The
-monitor that this daemon started also hands back a pipe it closes right then, before its exit
-(tearing down a Python process's address space takes ~1 ms): ``wait`` watches that first.
+``wait`` waits for the *monitor* to exit, which it does right after writing ``exit.json`` and
+delivering the last output, so a returned status comes with complete logs. The monitor that this
+daemon started also hands back a pipe it closes right then, before its exit (tearing down a Python
+process's address space takes ~1 ms): ``wait`` watches that first.
 """
 
 from __future__ import annotations
@@ -24,17 +20,16 @@ import json
 import os
 import re
 import secrets
-import select
 import shutil
 from typing import TYPE_CHECKING, Any
 
 from backends.linux import attach, libc
 from backends.linux.monitor_wire import encode
-from backends.linux.procfs import open_pidfd, sandbox_processes
+from backends.linux.processes_state import Proc, ProcessRecords, esrch
+from backends.linux.procfs import sandbox_processes
 from backends.linux.trash import Trash
 from backends.linux.zygote import ZygoteClient
-from engine.kernel import (SIGKILL, ExecSpec, ExitStatus, Pid, ProcessInfo, SandboxInfo,
-                           SpawnSpec, Stdio)
+from engine.kernel import ExecSpec, ExitStatus, Pid, ProcessInfo, SandboxInfo, SpawnSpec, Stdio
 
 if TYPE_CHECKING:
     from engine.kernel import CgroupStats
@@ -42,61 +37,9 @@ if TYPE_CHECKING:
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
-def _esrch(pid: int, why: str = "no such process") -> ProcessLookupError:
-    return ProcessLookupError(errno.ESRCH, f"{why}: {pid}")
-
-
-class _Proc:
-    """What the daemon knows of one spawned or exec'd process."""
-
-    def __init__(self, path: str, state: dict[str, Any]) -> None:
-        self.dir = path
-        self.state = state
-        self.kind = "sandbox" if state["op"] == "spawn" else "exec"
-        self.pid = int(state["pid"])
-        self.id = str(state.get("id", ""))
-        self.pidfd: int | None = None
-        self.monfd: int | None = None
-        self.donefd: int | None = None  # EOF once the monitor wrote exit.json (its own start only)
-        self.status: ExitStatus | None = None
-        self.fut: asyncio.Future[None] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.watch_fd: int | None = None
-
-
-def _readable(fd: int) -> bool:
-    """A pidfd polls readable once its process has exited (poll: fds may exceed FD_SETSIZE)."""
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
-
-
-def _running(proc: _Proc) -> bool:
-    """Whether ``proc`` still runs, without changing its record (see ``_px_status``, which also
-    settles it): its monitor is alive, or the monitor died and the process is alive."""
-    if proc.status is not None:
-        return False
-    monfd, pidfd = proc.monfd, proc.pidfd  # read once: the loop may close and clear them
-    if monfd is not None and not _readable(monfd):
-        return True
-    if pidfd is not None and not _readable(pidfd):
-        return monfd is None or _read_exit(proc.dir) is None
-    return False
-
-
-def _read_exit(path: str) -> ExitStatus | None:
-    try:
-        with open(os.path.join(path, "exit.json")) as fh:
-            st = json.load(fh)
-    except (FileNotFoundError, ValueError):
-        return None
-    return ExitStatus(code=st.get("code"), signal=st.get("signal"))
-
-
-class LinuxProcesses:
+class LinuxProcesses(ProcessRecords):
     """Mixin of LinuxKernel: sandboxes and execs through per-process monitors."""
 
-    exec_root: str
     _px_sandbox_module = "backends.linux.sandbox"  # tests may point the zygote at a stand-in
 
     if TYPE_CHECKING:
@@ -106,9 +49,9 @@ class LinuxProcesses:
 
     # ---- lifecycle of the role --------------------------------------------------------------
     def _init_processes(self) -> None:
-        self._px_procs: dict[int, _Proc] = {}
-        self._px_dirs: set[str] = set()
-        self._px_spawning: dict[str, str] = {}  # id -> rootfs of spawns in flight
+        self._px_procs = {}
+        self._px_dirs = set()
+        self._px_spawning = {}
         self._px_zygote: ZygoteClient | None = None
         for sub in ("sandboxes", "execs"):
             os.makedirs(os.path.join(self.exec_root, sub), mode=0o700, exist_ok=True)
@@ -129,132 +72,6 @@ class LinuxProcesses:
         if self._px_zygote is not None:
             await asyncio.to_thread(self._px_zygote.close)
             self._px_zygote = None
-
-    # The two hooks below are called from the other roles' worker threads (e.g. ``unmount`` runs
-    # in one while the event loop releases other sandboxes): they read a copy of the table
-    # (``list()``/``set()`` of a dict run in C under the GIL: atomic) and never settle a record
-    # (that unwatches fds on the loop), so they cannot race the loop's own changes.
-    def _live_rootfs(self) -> set[str]:
-        live = {p.state["rootfs"] for p in list(self._px_procs.values())
-                if p.kind == "sandbox" and _running(p)}
-        return live | set(self._px_spawning.values())
-
-    def _live_netns(self) -> set[str]:
-        return {p.state["netns"] for p in list(self._px_procs.values())
-                if p.kind == "sandbox" and p.state.get("netns") and _running(p)}
-
-    # ---- records ------------------------------------------------------------------------------
-    def _px_scan(self) -> None:
-        """Adopt every state directory not known yet (sandboxes of an earlier daemon)."""
-        for sub in ("sandboxes", "execs"):
-            base = os.path.join(self.exec_root, sub)
-            try:
-                names = os.listdir(base)
-            except FileNotFoundError:
-                continue
-            for name in names:
-                path = os.path.join(base, name)
-                if path in self._px_dirs:
-                    continue
-                try:
-                    with open(os.path.join(path, "state.json")) as fh:
-                        state = json.load(fh)
-                except (FileNotFoundError, NotADirectoryError, ValueError):
-                    continue  # a spawn in flight, or one that failed half-way
-                proc = _Proc(path, state)
-                proc.monfd = open_pidfd(state["monitor"], state["monitor_start"])
-                proc.pidfd = open_pidfd(proc.pid, state["start"])
-                # exit.json is read after the pidfds are taken: no window where both miss
-                proc.status = _read_exit(path)
-                if proc.status is None and proc.monfd is None and proc.pidfd is None:
-                    proc.status = ExitStatus(signal=SIGKILL)  # monitor and process vanished
-                if proc.status is not None:
-                    self._px_close_fds(proc)
-                self._px_register(proc)
-
-    def _px_register(self, proc: _Proc) -> None:
-        old = self._px_procs.get(proc.pid)
-        if old is not None:  # pid reuse after an unreleased exit: the old record goes
-            self._px_unwatch(old)
-            self._px_close_fds(old)
-        self._px_procs[proc.pid] = proc
-        self._px_dirs.add(proc.dir)
-
-    def _px_get(self, pid: int) -> _Proc:
-        proc = self._px_procs.get(pid)
-        if proc is None:
-            self._px_scan()
-            proc = self._px_procs.get(pid)
-        if proc is None:
-            raise _esrch(pid)
-        return proc
-
-    def _px_status(self, proc: _Proc) -> ExitStatus | None:
-        """The exit status if the process has ended (non-blocking), else None."""
-        if proc.status is not None:
-            return proc.status
-        if proc.donefd is not None:
-            if not _readable(proc.donefd):
-                return None
-            st = _read_exit(proc.dir)
-            if st is not None:  # settled before the monitor has finished exiting
-                self._px_settle(proc, st)
-                return proc.status
-            self._px_unwatch(proc)  # it ended without a record: its pidfds tell the rest
-            os.close(proc.donefd)
-            proc.donefd = None
-        if proc.monfd is not None:
-            if not _readable(proc.monfd):
-                return None
-            st = _read_exit(proc.dir)
-            if st is None and proc.pidfd is not None and not _readable(proc.pidfd):
-                # the monitor died but its process lives on: watch the process itself
-                self._px_unwatch(proc)
-                os.close(proc.monfd)
-                proc.monfd = None
-                return None
-        elif proc.pidfd is not None and not _readable(proc.pidfd):
-            return None
-        else:
-            st = _read_exit(proc.dir)
-        self._px_settle(proc, st or ExitStatus(signal=SIGKILL))
-        return proc.status
-
-    def _px_settle(self, proc: _Proc, status: ExitStatus) -> None:
-        proc.status = status
-        self._px_unwatch(proc)
-        self._px_close_fds(proc)
-        if proc.fut is not None and not proc.fut.done():
-            proc.fut.set_result(None)
-
-    def _px_close_fds(self, proc: _Proc) -> None:
-        for fd in (proc.pidfd, proc.monfd, proc.donefd):
-            if fd is not None:
-                os.close(fd)
-        proc.pidfd = proc.monfd = proc.donefd = None
-
-    def _px_unwatch(self, proc: _Proc) -> None:
-        if proc.watch_fd is not None and proc.loop is not None and not proc.loop.is_closed():
-            proc.loop.remove_reader(proc.watch_fd)
-        proc.watch_fd = None
-
-    def _px_exit_future(self, proc: _Proc) -> asyncio.Future[None]:
-        loop = asyncio.get_running_loop()
-        if proc.fut is not None and proc.loop is loop and not proc.fut.done() and proc.watch_fd is not None:
-            return proc.fut
-        self._px_unwatch(proc)
-        fut: asyncio.Future[None] = loop.create_future()
-        fd = next(f for f in (proc.donefd, proc.monfd, proc.pidfd) if f is not None)
-        proc.fut, proc.loop, proc.watch_fd = fut, loop, fd
-
-        def ready() -> None:
-            self._px_unwatch(proc)
-            self._px_status(proc)
-            if not fut.done():
-                fut.set_result(None)
-
-        loop.add_reader(fd, ready)
-        return fut
 
     def _px_zygote_client(self) -> ZygoteClient:
         if self._px_zygote is None:
@@ -296,7 +113,7 @@ class LinuxProcesses:
         if state is None:  # a monitor that did not send it: the record it wrote
             with open(os.path.join(path, "state.json")) as fh:
                 state = json.load(fh)
-        proc = _Proc(path, state)
+        proc = Proc(path, state)
         proc.pidfd, proc.monfd = fds[0], fds[1]
         proc.donefd = fds[2] if len(fds) == 3 else None
         self._px_register(proc)
@@ -336,7 +153,7 @@ class LinuxProcesses:
             raise OSError(errno.EINVAL, "empty argv")
         init = self._px_sandbox_of(self._px_get(target))
         if init is None or self._px_status(init) is not None:
-            raise _esrch(target, "sandbox has exited")
+            raise esrch(target, "sandbox has exited")
         cgroup = init.state.get("cgroup")
         cgroup_procs: list[str] = []
         if cgroup:
@@ -344,7 +161,7 @@ class LinuxProcesses:
                 stats = await self.cgroup_stats(cgroup)
                 cgroup_procs = self._cgroup_procs_files(cgroup)
             except FileNotFoundError:
-                raise _esrch(target, "sandbox has exited") from None
+                raise esrch(target, "sandbox has exited") from None
             if stats.frozen:
                 raise OSError(errno.EBUSY, f"cgroup {cgroup} is frozen")
             if stats.pids_limit is not None and 0 < stats.pids_limit <= stats.pids_current:
@@ -360,9 +177,9 @@ class LinuxProcesses:
         try:
             return await self._px_start(path, request)
         except ProcessLookupError:
-            raise _esrch(target, "sandbox has exited") from None
+            raise esrch(target, "sandbox has exited") from None
 
-    def _px_sandbox_of(self, proc: _Proc) -> _Proc | None:
+    def _px_sandbox_of(self, proc: Proc) -> Proc | None:
         if proc.kind == "sandbox":
             return proc
         init = self._px_procs.get(proc.state["sandbox_pid"])
@@ -374,7 +191,7 @@ class LinuxProcesses:
             raise OSError(errno.EINVAL, f"invalid signal {sig}")
         proc = self._px_get(pid)
         if self._px_status(proc) is not None or proc.pidfd is None:
-            raise _esrch(pid, "process has exited")
+            raise esrch(pid, "process has exited")
         libc.pidfd_send_signal(proc.pidfd, sig)
 
     async def wait(self, pid: Pid, timeout: float | None = None) -> ExitStatus | None:
@@ -405,7 +222,7 @@ class LinuxProcesses:
     async def processes(self, pid: Pid) -> list[ProcessInfo]:
         proc = self._px_get(pid)
         if proc.kind != "sandbox" or self._px_status(proc) is not None:
-            raise _esrch(pid, "not a live sandbox init")
+            raise esrch(pid, "not a live sandbox init")
         infos = await asyncio.to_thread(sandbox_processes, proc.pid, proc.state["start"])
         cgroup = proc.state.get("cgroup")
         if cgroup:
@@ -418,12 +235,12 @@ class LinuxProcesses:
     async def stdio(self, pid: Pid) -> Stdio:
         proc = self._px_get(pid)
         if self._px_status(proc) is not None:
-            raise _esrch(pid, "process has exited")
+            raise esrch(pid, "process has exited")
         return await attach.connect(proc.dir, lambda: self._px_status(proc) is None)
 
     async def sandboxes(self) -> list[SandboxInfo]:
         self._px_scan()
-        latest: dict[str, _Proc] = {}
+        latest: dict[str, Proc] = {}
         for p in self._px_procs.values():
             if p.kind == "sandbox":
                 cur = latest.get(p.id)
